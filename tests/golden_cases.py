@@ -1,0 +1,71 @@
+"""Where the golden vectors of the reference implementation live, and how to read one case.
+
+The folder comes from ``TRELLIS_GOLDEN_DIR`` (so the parity tests can be pointed at
+another golden set of the same format) and defaults to the vendored ``tests/golden``.
+Each case folder holds ``config.json``, ``case.json``, ``model.safetensors``,
+``inputs.safetensors`` and ``outputs.safetensors`` (see ``tests/golden/README.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Dict, List, Tuple
+
+import torch
+from safetensors.torch import load_file
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def golden_dir() -> pathlib.Path:
+    """The golden root: ``$TRELLIS_GOLDEN_DIR`` if set, else ``<repo>/tests/golden``."""
+    env = os.environ.get("TRELLIS_GOLDEN_DIR")
+    if env:
+        path = pathlib.Path(env).expanduser()
+        return path if path.is_absolute() else (REPO_ROOT / path)
+    return REPO_ROOT / "tests" / "golden"
+
+
+def case_dir(name: str) -> pathlib.Path:
+    return golden_dir() / name
+
+
+def has_case(name: str) -> bool:
+    return (case_dir(name) / "case.json").is_file()
+
+
+def case_names() -> List[str]:
+    """Sorted names of the case folders (those with a ``case.json``) under the golden root."""
+    root = golden_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "case.json").is_file())
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _read_tensors(path: pathlib.Path) -> Dict[str, torch.Tensor]:
+    return load_file(str(path)) if path.is_file() else {}
+
+
+def load_case(name: str) -> Tuple[dict, dict, Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """(config, case, state_dict, inputs, outputs) of one golden case.
+
+    Files a case does not have come back empty; a missing case folder raises
+    ``FileNotFoundError`` naming the directory that was searched.
+    """
+    folder = case_dir(name)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"golden case {name!r} not found under {golden_dir()} (set TRELLIS_GOLDEN_DIR to another golden set)")
+    return (
+        _read_json(folder / "config.json"),
+        _read_json(folder / "case.json"),
+        _read_tensors(folder / "model.safetensors"),
+        _read_tensors(folder / "inputs.safetensors"),
+        _read_tensors(folder / "outputs.safetensors"),
+    )
