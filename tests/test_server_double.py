@@ -61,8 +61,7 @@ class FakePipeline:
         for fmt in formats or ("mesh", "gaussians"):
             ext = {"mesh": "glb", "gaussians": "ply"}[fmt]
             path = os.path.join(output_dir, "%s.%s" % (name, ext))
-            with open(path, "wb") as fh:
-                fh.write(b"fake " + ext.encode())
+            (write_glb if ext == "glb" else write_ply)(path, seed or 0)
             files[ext] = path
         files["slat"] = os.path.join(output_dir, name + ".slat.npz")
         with open(files["slat"], "wb") as fh:
@@ -84,6 +83,48 @@ class FakePipeline:
         if not os.path.exists(sidecar_path):
             raise MissingFileError("sidecar not found: %s" % sidecar_path)
         return self._run("edit", prompt, image, seed, formats, output_dir, name, progress, cancel)
+
+
+def write_glb(path, seed=0):
+    """A small vertex-coloured box as GLB (real file, so importers can be exercised)."""
+    try:
+        import numpy as np
+        import trimesh
+    except ImportError:
+        with open(path, "wb") as fh:
+            fh.write(b"fake glb")
+        return
+    box = trimesh.creation.box(extents=(0.6, 0.4, 0.8))
+    rng = np.random.default_rng(seed)
+    box.visual = trimesh.visual.ColorVisuals(box, vertex_colors=rng.integers(0, 255, (len(box.vertices), 4),
+                                                                              dtype=np.uint8))
+    box.visual.vertex_colors[:, 3] = 255
+    box.export(path)
+
+
+def write_ply(path, seed=0, count=200):
+    """INRIA 3DGS layout (raw, pre-activation values; y/z swapped like the reference)."""
+    try:
+        import numpy as np
+        from plyfile import PlyData, PlyElement
+    except ImportError:
+        with open(path, "wb") as fh:
+            fh.write(b"fake ply")
+        return
+    rng = np.random.default_rng(seed)
+    names = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
+             + ["scale_%d" % i for i in range(3)] + ["rot_%d" % i for i in range(4)])
+    data = np.zeros(count, dtype=[(n, "f4") for n in names])
+    xyz = rng.uniform(-0.4, 0.4, (count, 3))
+    data["x"], data["y"], data["z"] = xyz[:, 0], -xyz[:, 2], xyz[:, 1]
+    for i in range(3):
+        data["f_dc_%d" % i] = rng.normal(0, 1, count)
+        data["scale_%d" % i] = np.log(rng.uniform(0.005, 0.02, count))
+    data["opacity"] = rng.normal(0, 2, count)
+    q = rng.normal(0, 1, (count, 4))
+    for i in range(4):
+        data["rot_%d" % i] = q[:, i]
+    PlyData([PlyElement.describe(data, "vertex")]).write(path)
 
 
 def load(folder, models_root=None, device="auto"):

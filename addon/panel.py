@@ -1,0 +1,93 @@
+"""The "TRELLIS" tab in the 3D viewport's sidebar (N panel).
+
+Draws only from scene settings and ``WindowManager.trellis_status``; the
+progress bar uses ``layout.progress`` where Blender has it (4.0+) and a text
+percentage otherwise.
+"""
+
+import textwrap
+
+import bpy
+
+from . import jobs
+
+HAS_PROGRESS = "progress" in bpy.types.UILayout.bl_rna.functions
+
+
+def draw_wrapped(layout, text, width=44, icon="NONE"):
+    lines = textwrap.wrap(text, width) or [""]
+    for i, line in enumerate(lines):
+        layout.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
+
+
+def draw_progress(layout, status):
+    label = status.stage or status.state.lower()
+    if status.total > 0:
+        label = "%s %d/%d" % (label, status.step, status.total)
+    factor = status.step / status.total if status.total > 0 else 0.0
+    if HAS_PROGRESS:
+        layout.progress(factor=factor, type="BAR", text=label)
+    else:
+        layout.label(text="%s (%d%%)" % (label, round(100 * factor)), icon="TIME")
+    if status.message:
+        draw_wrapped(layout, status.message)
+
+
+class VIEW3D_PT_trellis(bpy.types.Panel):
+    bl_label = "TRELLIS"
+    bl_idname = "VIEW3D_PT_trellis"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "TRELLIS"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.trellis
+        status = context.window_manager.trellis_status
+        busy = jobs.controller().busy
+
+        col = layout.column()
+        col.enabled = not busy
+        col.prop(settings, "image_source", text="")
+        if settings.image_source == "FILE":
+            col.prop(settings, "image_path", text="")
+        elif settings.image_source == "DATABLOCK":
+            col.template_ID(settings, "image", open="image.open")
+        col.prop(settings, "prompt", text="", icon="SORTALPHA")
+        col.prop(settings, "seed")
+        col.row().prop(settings, "outputs", expand=True)
+        col.prop(settings, "custom_sampling")
+        if settings.custom_sampling:
+            sub = col.column(align=True)
+            sub.prop(settings, "ss_steps")
+            sub.prop(settings, "ss_cfg")
+            sub.prop(settings, "slat_steps")
+            sub.prop(settings, "slat_cfg")
+
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        if busy:
+            row.operator("trellis.cancel", icon="CANCEL")
+        else:
+            row.operator("trellis.generate", icon="PLAY")
+
+        if status.state in ("STARTING", "RUNNING", "CANCELLING"):
+            draw_progress(layout.column(), status)
+        elif status.state == "DONE" and status.message:
+            layout.label(text=status.message, icon="CHECKMARK")
+        elif status.state == "CANCELLED":
+            layout.label(text="Cancelled; the scene is unchanged.", icon="INFO")
+
+        if status.error_message and status.state != "CANCELLED":
+            box = layout.box()
+            draw_wrapped(box, "%s: %s" % (status.error_type, status.error_message), icon="ERROR")
+            if status.error_hint:
+                draw_wrapped(box, status.error_hint, icon="QUESTION")
+
+
+def register():
+    bpy.utils.register_class(VIEW3D_PT_trellis)
+
+
+def unregister():
+    bpy.utils.unregister_class(VIEW3D_PT_trellis)

@@ -1,0 +1,68 @@
+"""Scene settings (saved with the .blend) and the runtime job status (not saved).
+
+The panel draws from ``WindowManager.trellis_status`` so every state change
+made by the timer on the main thread shows up on the next redraw, and tests
+can read exactly what the user would see.
+"""
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
+
+OUTPUTS = [
+    ("BOTH", "Both", "Mesh and Gaussians"),
+    ("MESH", "Mesh", "Textured mesh (GLB)"),
+    ("GAUSSIANS", "Gaussians", "3D Gaussian splats (PLY) as a point cloud"),
+]
+IMAGE_SOURCES = [
+    ("NONE", "Prompt only", "Generate from the text prompt"),
+    ("FILE", "Image file", "Generate from an image file on disk"),
+    ("DATABLOCK", "Blender image", "Generate from an image loaded in this .blend"),
+]
+STATES = [(s, s.title(), "") for s in ("IDLE", "STARTING", "RUNNING", "CANCELLING", "DONE", "FAILED", "CANCELLED")]
+
+
+class TRELLIS_Settings(bpy.types.PropertyGroup):
+    prompt: StringProperty(name="Prompt", description="Text describing the object to generate")
+    image_source: EnumProperty(name="Condition", items=IMAGE_SOURCES, default="NONE")
+    image_path: StringProperty(name="Image", subtype="FILE_PATH",
+                               description="Image of the object (RGBA, or on a plain background)")
+    image: PointerProperty(name="Image", type=bpy.types.Image)
+    seed: IntProperty(name="Seed", default=0, min=0)
+    custom_sampling: BoolProperty(name="Custom sampling", default=False,
+                                  description="Override the model's own step counts and guidance strengths")
+    ss_steps: IntProperty(name="Structure steps", default=25, min=1, max=500,
+                          description="Sampling steps of stage 1 (sparse structure)")
+    slat_steps: IntProperty(name="Detail steps", default=25, min=1, max=500,
+                            description="Sampling steps of stage 2 (structured latent)")
+    ss_cfg: FloatProperty(name="Structure guidance", default=7.5, min=0.0, max=50.0,
+                          description="Classifier-free guidance strength of stage 1")
+    slat_cfg: FloatProperty(name="Detail guidance", default=3.0, min=0.0, max=50.0,
+                            description="Classifier-free guidance strength of stage 2")
+    outputs: EnumProperty(name="Outputs", items=OUTPUTS, default="BOTH")
+
+
+class TRELLIS_Status(bpy.types.PropertyGroup):
+    state: EnumProperty(items=STATES, default="IDLE")
+    job_id: StringProperty()
+    stage: StringProperty()
+    step: IntProperty()
+    total: IntProperty()
+    message: StringProperty()
+    error_type: StringProperty()
+    error_message: StringProperty()
+    error_hint: StringProperty()
+    last_objects: StringProperty(description="Names of the objects the last job imported, ';'-separated")
+
+
+def register():
+    bpy.utils.register_class(TRELLIS_Settings)
+    bpy.utils.register_class(TRELLIS_Status)
+    bpy.types.Scene.trellis = PointerProperty(type=TRELLIS_Settings)
+    bpy.types.WindowManager.trellis_status = PointerProperty(type=TRELLIS_Status)
+
+
+def unregister():
+    del bpy.types.WindowManager.trellis_status
+    del bpy.types.Scene.trellis
+    bpy.utils.unregister_class(TRELLIS_Status)
+    bpy.utils.unregister_class(TRELLIS_Settings)
