@@ -1,0 +1,16 @@
+"""The TRELLIS model classes under their official names, and checkpoint loading."""
+from .registry import build_model, load_model, load_state_dict_strict, model_classes, read_config
+from .slat_decoder_gs import ElasticSLatGaussianDecoder, SLatGaussianDecoder
+from .slat_decoder_mesh import ElasticSLatMeshDecoder, SLatMeshDecoder
+from .slat_decoder_rf import ElasticSLatRadianceFieldDecoder, SLatRadianceFieldDecoder
+from .slat_encoder import ElasticSLatEncoder, SLatEncoder
+from .slat_flow import ElasticSLatFlowModel, SLatFlowModel
+from .ss_flow import SparseStructureFlowModel
+from .ss_vae import SparseStructureDecoder, SparseStructureEncoder
+
+__all__ = [
+    "build_model", "load_model", "load_state_dict_strict", "model_classes", "read_config",
+    "SparseStructureEncoder", "SparseStructureDecoder", "SparseStructureFlowModel", "SLatFlowModel",
+    "ElasticSLatFlowModel", "SLatEncoder", "ElasticSLatEncoder", "SLatGaussianDecoder", "ElasticSLatGaussianDecoder",
+    "SLatRadianceFieldDecoder", "ElasticSLatRadianceFieldDecoder", "SLatMeshDecoder", "ElasticSLatMeshDecoder",
+]

@@ -1,0 +1,89 @@
+"""SLat decoder to 3D Gaussians: each voxel emits `num_gaussians` Gaussians near its centre."""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..sparse import SparseLinear, SparseTensor
+from .slat_vae_base import SparseTransformerBase
+
+PRIMES = (2, 3, 5, 7, 11, 13)
+
+
+def radical_inverse(base: int, n: int) -> float:
+    value, inv, factor = 0.0, 1.0 / base, 1.0 / base
+    while n > 0:
+        value += (n % base) * factor
+        n //= base
+        factor *= inv
+    return value
+
+
+def hammersley_point(dim: int, n: int, num_samples: int) -> List[float]:
+    """n-th of `num_samples` Hammersley points in [0, 1)^dim (first axis n/N, then Halton axes)."""
+    return [n / num_samples] + [radical_inverse(PRIMES[d], n) for d in range(dim - 1)]
+
+
+class SLatGaussianDecoder(SparseTransformerBase):
+    FIELDS = ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity")
+
+    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
+                 num_heads=None, num_head_channels: int = 64, mlp_ratio: float = 4, attn_mode: str = "swin",
+                 window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False, use_checkpoint: bool = False,
+                 qk_rms_norm: bool = False, representation_config: dict = None):
+        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
+                         attn_mode, window_size, pe_mode, use_fp16, use_checkpoint, qk_rms_norm)
+        self.resolution = resolution
+        self.rep_config = representation_config
+        g = representation_config["num_gaussians"]
+        shapes = {"_xyz": (g, 3), "_features_dc": (g, 1, 3), "_scaling": (g, 3), "_rotation": (g, 4), "_opacity": (g, 1)}
+        self.layout, start = {}, 0
+        for name in self.FIELDS:
+            size = int(torch.Size(shapes[name]).numel())
+            self.layout[name] = {"shape": shapes[name], "range": (start, start + size)}
+            start += size
+        self.out_channels = start
+        self.out_layer = SparseLinear(model_channels, self.out_channels)
+        points = torch.tensor([hammersley_point(3, i, g) for i in range(g)], dtype=torch.float32) * 2 - 1
+        self.register_buffer("offset_perturbation", torch.atanh(points / representation_config["voxel_size"]))
+        self.initialize_weights()
+        nn.init.zeros_(self.out_layer.weight)
+        nn.init.zeros_(self.out_layer.bias)
+        if use_fp16:
+            self.convert_to_fp16()
+
+    def to_representation(self, x: SparseTensor) -> list:
+        cfg = self.rep_config
+        from ..representations.gaussian import Gaussians  # representations import models' outputs only
+
+        out = []
+        for sl in x.layout:
+            g = Gaussians(sh_degree=0, aabb=[-0.5, -0.5, -0.5, 1.0, 1.0, 1.0],
+                          mininum_kernel_size=cfg["3d_filter_kernel_size"], scaling_bias=cfg["scaling_bias"],
+                          opacity_bias=cfg["opacity_bias"], scaling_activation=cfg["scaling_activation"],
+                          device=x.device)
+            feats = x.feats[sl]
+            centers = (x.coords[sl][:, 1:].float() + 0.5) / self.resolution
+            for name, spec in self.layout.items():
+                a, b = spec["range"]
+                value = feats[:, a:b].reshape(-1, *spec["shape"]) * cfg["lr"][name]
+                if name == "_xyz":
+                    if cfg["perturb_offset"]:
+                        value = value + self.offset_perturbation
+                    offset = torch.tanh(value) / self.resolution * 0.5 * cfg["voxel_size"]
+                    value = centers.unsqueeze(1) + offset
+                setattr(g, name, value.flatten(0, 1))
+            out.append(g)
+        return out
+
+    def forward(self, x: SparseTensor) -> list:
+        h = super().forward(x).type(x.dtype)
+        h = self.out_layer(h.replace(F.layer_norm(h.feats, h.feats.shape[-1:])))
+        return self.to_representation(h)
+
+
+class ElasticSLatGaussianDecoder(SLatGaussianDecoder):
+    """The reference's low-VRAM training name; same network and weights."""

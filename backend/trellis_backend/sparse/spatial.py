@@ -1,0 +1,76 @@
+"""Resolution changes of sparse tensors: mean-pool to the parent voxel, its inverse, and subdivision."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .tensor import SparseTensor
+
+
+class SparseDownsample(nn.Module):
+    """Pool children into their parent voxel (coords // factor).
+
+    Matches the reference exactly, including its reduction: a scatter-mean into
+    a zero-initialised buffer that counts the zero itself, i.e. sum / (n + 1).
+    The output is ordered by (batch, x, y, z); the map back is cached for
+    `SparseUpsample`.
+    """
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        f = self.factor
+        coarse = x.coords.long().clone()
+        coarse[:, 1:] = torch.div(coarse[:, 1:], f, rounding_mode="floor")
+        extent = coarse[:, 1:].max(dim=0).values + 1
+        code = ((coarse[:, 0] * extent[0] + coarse[:, 1]) * extent[1] + coarse[:, 2]) * extent[2] + coarse[:, 3]
+        code, inverse = torch.unique(code, return_inverse=True)
+        feats = x.feats
+        pooled = torch.zeros(code.shape[0], *feats.shape[1:], dtype=feats.dtype, device=feats.device)
+        index = inverse.view(-1, *([1] * (feats.dim() - 1))).expand_as(feats)
+        pooled = pooled.scatter_reduce(0, index, feats, reduce="mean", include_self=True)
+        z = code % extent[2]
+        rest = code // extent[2]
+        y = rest % extent[1]
+        rest = rest // extent[1]
+        xx = rest % extent[0]
+        b = rest // extent[0]
+        new_coords = torch.stack([b, xx, y, z], dim=1).to(x.coords.dtype)
+        out = SparseTensor(pooled, new_coords, shape=x.shape,
+                           scale=tuple(s * f for s, f in zip(x._scale, (f, f, f))),
+                           spatial_cache=x._spatial_cache)
+        out.register_spatial_cache(f"upsample_{f}", (x.coords, x._layout, inverse))
+        return out
+
+
+class SparseUpsample(nn.Module):
+    """Copy each parent's features back to the children recorded by the paired `SparseDownsample`."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        f = self.factor
+        cached = x.get_spatial_cache(f"upsample_{f}")
+        if cached is None:
+            raise ValueError("SparseUpsample must follow a SparseDownsample of the same tensor")
+        fine_coords, fine_layout, inverse = cached
+        return SparseTensor(x.feats[inverse], fine_coords, shape=x.shape, layout=fine_layout,
+                            scale=tuple(s / f for s in x._scale), spatial_cache=x._spatial_cache)
+
+
+class SparseSubdivide(nn.Module):
+    """Split every voxel into its 8 children (2x resolution), children consecutive in (x, y, z) order."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        child = torch.stack(torch.meshgrid(*[torch.arange(2, device=x.device)] * 3, indexing="ij"), -1).reshape(8, 3)
+        coords = x.coords.clone()
+        coords[:, 1:] *= 2
+        coords = coords.unsqueeze(1).repeat(1, 8, 1)
+        coords[:, :, 1:] += child.to(coords.dtype)
+        feats = x.feats.unsqueeze(1).expand(x.feats.shape[0], 8, *x.feats.shape[1:])
+        return SparseTensor(feats.flatten(0, 1), coords.flatten(0, 1), shape=x.shape,
+                            scale=tuple(s / 2 for s in x._scale), spatial_cache=x._spatial_cache)
