@@ -19,7 +19,11 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _launch_info
+
 __all__ = ["varlen_attention"]
+
+LAST_LAUNCH: dict = {}
 
 
 def _configs():
@@ -151,9 +155,11 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
         autotune = os.environ.get("TRELLIS_KERNELS_AUTOTUNE", "1") != "0" and q.is_cuda
     if autotune and not exact:
         grid = lambda m: (triton.cdiv(max_seqlen_q, m["BLOCK_M"]), nseq, nh)
-        _varlen_fwd_tuned[grid](*args, **meta)
+        kernel = _varlen_fwd_tuned[grid](*args, **meta)
+        _launch_info.record(LAST_LAUNCH, kernel, _varlen_fwd_tuned.best_config)
     else:
         bm, bn = (64, 32) if exact else (64, 64)
         grid = (triton.cdiv(max_seqlen_q, bm), nseq, nh)
-        _varlen_fwd_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, num_warps=4, num_stages=2)
+        kernel = _varlen_fwd_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, num_warps=4, num_stages=2)
+        _launch_info.record(LAST_LAUNCH, kernel, dict(BLOCK_M=bm, BLOCK_N=bn))
     return out

@@ -23,9 +23,12 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _launch_info
 from .reference import conv_weight_kcn
 
 __all__ = ["sparse_conv3d"]
+
+LAST_LAUNCH: dict = {}
 
 
 def _configs():
@@ -126,9 +129,11 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
     meta = dict(KVOL=kvol, HAS_BIAS=bias is not None, EXACT_FP32=feats.dtype == torch.float32)
     if autotune:
         grid = lambda m: (triton.cdiv(cout, m["BLOCK_N"]), triton.cdiv(n, m["BLOCK_M"]))
-        _subm_conv_tuned[grid](*args, **meta)
+        kernel = _subm_conv_tuned[grid](*args, **meta)
+        _launch_info.record(LAST_LAUNCH, kernel, _subm_conv_tuned.best_config)
     else:
         cfg = heuristic_config(cin, cout, feats.dtype)
         grid = (triton.cdiv(cout, cfg["BLOCK_N"]), triton.cdiv(n, cfg["BLOCK_M"]))
-        _subm_conv_kernel[grid](*args, **meta, **cfg)
+        kernel = _subm_conv_kernel[grid](*args, **meta, **cfg)
+        _launch_info.record(LAST_LAUNCH, kernel, cfg)
     return out

@@ -1,0 +1,567 @@
+"""Benchmarks: `python -m trellis_kernels.bench [--groups conv,attention,...] [--out docs/BENCHMARKS.md]`.
+
+Prints (and optionally writes) a markdown table of median times over repeats
+after warm-up, timed with CUDA events, of each Triton kernel against its
+PyTorch baseline (the op as the backend would otherwise run it, in the same
+dtype) and, for attention, against torch SDPA's backends. Every Triton row
+also reports its relative error against the float32 reference.
+
+Cases live in a registry (`@register(group, name)`), so later rounds can add
+full-pipeline stage timings (group "stages") next to the kernel rows: a case
+is a function `fn(bench: Bench) -> None` that calls `bench.row(...)`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import _launch_info
+from . import reference as ref
+from .neighbors import build_neighbor_map
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclass
+class Case:
+    group: str
+    name: str
+    fn: Callable[["Bench"], None]
+    doc: str = ""
+
+
+REGISTRY: Dict[str, Case] = {}
+
+
+def register(group: str, name: str):
+    """Register a bench case under `group/name`; the function receives the `Bench`."""
+    def deco(fn):
+        REGISTRY[f"{group}/{name}"] = Case(group, name, fn, (fn.__doc__ or "").strip().splitlines()[0]
+                                           if fn.__doc__ else "")
+        return fn
+    return deco
+
+
+@dataclass
+class Row:
+    group: str
+    case: str
+    impl: str
+    ms: float
+    baseline_ms: Optional[float] = None
+    rate: str = ""
+    err: Optional[float] = None
+    note: str = ""
+
+
+@dataclass
+class Bench:
+    warmup: int = 5
+    repeats: int = 25
+    min_sample_ms: float = 1.0
+    rows: List[Row] = field(default_factory=list)
+    log: Callable[[str], None] = print
+    _group: str = ""
+    _case: str = ""
+    _baseline: Optional[float] = None
+
+    def time_ms(self, fn: Callable[[], object]) -> float:
+        """Median ms per call: warm-up, then `repeats` CUDA-event samples of `inner` back-to-back calls."""
+        for _ in range(self.warmup):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        one = (time.perf_counter() - t0) * 1e3
+        inner = max(1, min(200, int(math.ceil(self.min_sample_ms / max(one, 1e-3)))))
+        samples = []
+        for _ in range(self.repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / inner)
+        return statistics.median(samples)
+
+    def start_case(self, group: str, case: str):
+        self._group, self._case, self._baseline = group, case, None
+
+    def row(self, impl: str, fn: Optional[Callable[[], object]] = None, *, ms: Optional[float] = None,
+            flops: Optional[float] = None, nbytes: Optional[float] = None, err: Optional[float] = None,
+            note: str = "", baseline: bool = False) -> Optional[float]:
+        """Time `fn` (or take `ms`) and add a row; the first row (or baseline=True) is the case's baseline."""
+        try:
+            if ms is None:
+                ms = self.time_ms(fn)
+        except Exception as exc:  # a backend that cannot run this case: report, keep going
+            self.rows.append(Row(self._group, self._case, impl, float("nan"), note=f"failed: {type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:120] if str(exc) else ''}"))
+            self.log(f"  {impl}: FAILED {exc!r}"[:300])
+            return None
+        if baseline or self._baseline is None:
+            self._baseline = ms
+        rate = []
+        if flops:
+            rate.append(f"{flops / ms / 1e9:.0f} TFLOP/s")
+        if nbytes:
+            rate.append(f"{nbytes / ms / 1e9:.0f} GB/s")
+        self.rows.append(Row(self._group, self._case, impl, ms, self._baseline, ", ".join(rate), err, note))
+        self.log(f"  {impl}: {ms:.4f} ms {', '.join(rate)} err={err} {note}")
+        return ms
+
+
+def rel_err(out: torch.Tensor, want: torch.Tensor) -> float:
+    out, want = out.double(), want.double()
+    if not torch.isfinite(out).all():
+        return float("nan")
+    return ((out - want).norm() / want.norm().clamp_min(1e-30)).item()
+
+
+# ----------------------------------------------------------------------------- inputs
+def shell_coords(res: int = 64, target: int = 20000, batch: int = 1, device="cuda") -> torch.Tensor:
+    """Coords `[N, 4]` of a 2-voxel-thick sphere shell at res³ with about `target` voxels per item (lexicographic)."""
+    r = torch.arange(res, device=device)
+    x, y, z = torch.meshgrid(r, r, r, indexing="ij")
+    c = (res - 1) / 2
+    d = ((x - c) ** 2 + (y - c) ** 2 + (z - c) ** 2).sqrt()
+    radius = math.sqrt(target / (4 * math.pi * 2.0))  # area × thickness 2
+    xyz = torch.stack([x, y, z], -1)[(d - radius).abs() < 1.0]
+    parts = [torch.cat([torch.full((xyz.shape[0], 1), b, device=device), xyz], 1) for b in range(batch)]
+    return torch.cat(parts).int()
+
+
+def subdivide(coords: torch.Tensor) -> torch.Tensor:
+    """Each voxel -> its 8 children at twice the resolution (as SparseSubdivide)."""
+    ch = torch.stack(torch.meshgrid(*[torch.arange(2, device=coords.device)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    out = torch.cat([coords[:, None, :1].expand(-1, 8, 1), coords[:, None, 1:] * 2 + ch[None]], -1)
+    return out.reshape(-1, 4).int()
+
+
+def group_lengths(coords: torch.Tensor, cell: int, shift: int = 0) -> torch.Tensor:
+    """Sizes of the groups of voxels sharing a cell of `cell`³ (windows, or patches)."""
+    c = coords.long().clone()
+    c[:, 1:] = torch.div(c[:, 1:] + shift, cell, rounding_mode="floor")
+    _, counts = torch.unique(c, dim=0, return_counts=True)
+    return counts
+
+
+def cu_from_lengths(lengths: torch.Tensor) -> torch.Tensor:
+    return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).int()
+
+
+# ----------------------------------------------------------------------------- torch baselines
+def torch_conv_gather_gemm_scatter(feats, nbr, w_kcn, bias):
+    """The backend's pure-PyTorch conv: per offset, gather the rows that have a neighbour, GEMM, index_add."""
+    out = feats.new_zeros(feats.shape[0], w_kcn.shape[2])
+    center = w_kcn.shape[0] // 2
+    for k in range(w_kcn.shape[0]):
+        if k == center:
+            out += feats @ w_kcn[k]
+            continue
+        idx = nbr[:, k]
+        rows = (idx >= 0).nonzero(as_tuple=True)[0]
+        out.index_add_(0, rows, feats[idx[rows].long()] @ w_kcn[k])
+    if bias is not None:
+        out += bias
+    return out
+
+
+def torch_conv_im2col(feats, nbr, w_kcn, bias):
+    """Gather all 27 neighbours into one [N, 27·Cin] matrix (zero row for -1), then a single cuBLAS GEMM."""
+    n, cin = feats.shape
+    padded = torch.cat([feats, feats.new_zeros(1, cin)])
+    idx = torch.where(nbr >= 0, nbr.long(), n)
+    cols = padded[idx].reshape(n, -1)
+    out = cols @ w_kcn.reshape(-1, w_kcn.shape[2])
+    return out + bias if bias is not None else out
+
+
+def sdpa(q, k, v, backend=None, mask=None):
+    """q/k/v `[B, L, H, D]` -> `[B, L, H, D]` through SDPA, optionally pinned to one backend."""
+    from torch.nn.attention import sdpa_kernel
+
+    qb, kb, vb = (t.transpose(1, 2) for t in (q, k, v))
+    if backend is None:
+        return F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask).transpose(1, 2)
+    with sdpa_kernel(backend):
+        return F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask).transpose(1, 2)
+
+
+def sdpa_padded(q, k, v, lengths: torch.Tensor, max_len: int, backend=None):
+    """The backend's varlen path: scatter packed rows to `[G, Lmax, H, D]`, key-padding mask, SDPA, gather."""
+    g = lengths.shape[0]
+    group = torch.repeat_interleave(torch.arange(g, device=q.device), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    pos = torch.arange(q.shape[0], device=q.device) - starts[group]
+
+    def pack(x):
+        out = x.new_zeros(g, max_len, *x.shape[1:])
+        out[group, pos] = x
+        return out
+
+    mask = (torch.arange(max_len, device=q.device)[None, :] < lengths[:, None])[:, None, None, :]
+    out = sdpa(pack(q), pack(k), pack(v), backend, mask)
+    return out[group, pos]
+
+
+# ----------------------------------------------------------------------------- cases: sparse conv
+def _conv_case(bench: Bench, coords: torch.Tensor, cin: int, cout: int, dtype=torch.bfloat16):
+    from . import conv_triton
+
+    dev = coords.device
+    nbr = build_neighbor_map(coords)
+    n = coords.shape[0]
+    feats = torch.randn(n, cin, device=dev, dtype=dtype)
+    weight = (torch.randn(cout, 3, 3, 3, cin, device=dev) / math.sqrt(27 * cin)).to(dtype)  # spconv layout
+    bias = torch.randn(cout, device=dev, dtype=dtype)
+    w_kcn = ref.conv_weight_kcn(weight).contiguous()
+    flops = 2.0 * n * 27 * cin * cout
+    pairs = int((nbr >= 0).sum())
+    bench.row("torch gather-GEMM-scatter (backend ref)", lambda: torch_conv_gather_gemm_scatter(feats, nbr, w_kcn, bias),
+              flops=flops, note=f"{pairs / n:.1f} active offsets/voxel")
+    if n * 27 * cin * 2 < 16e9:
+        bench.row("torch im2col + one cuBLAS GEMM", lambda: torch_conv_im2col(feats, nbr, w_kcn, bias), flops=flops)
+    a = torch.randn(n, 27 * cin, device=dev, dtype=dtype)
+    b = w_kcn.reshape(-1, cout)
+    bench.row("cuBLAS dense GEMM [N,27Cin]x[27Cin,Cout] (floor)", lambda: a @ b, flops=flops,
+              note="no gather: the roofline this kernel aims at")
+    del a
+    out = conv_triton.sparse_conv3d(feats, nbr, weight, bias)
+    err = rel_err(out, ref.sparse_conv3d(feats.float(), nbr, weight.float(), bias.float()))
+    bench.row("triton implicit GEMM", lambda: conv_triton.sparse_conv3d(feats, nbr, weight, bias), flops=flops,
+              err=err, note=_launch_info.summary(conv_triton.LAST_LAUNCH))
+
+
+@register("conv", "stage2 io block 64^3 (2x20K vox, 128->128)")
+def _b_conv_io(bench):
+    """Stage-2 flow input/output res blocks at 64³, CFG batch of 2."""
+    _conv_case(bench, shell_coords(64, 20000, batch=2), 128, 128)
+
+
+@register("conv", "stage2 out block 64^3 (2x20K vox, 2048->128)")
+def _b_conv_out(bench):
+    """out_blocks.0.conv1: skip-concatenated 2048 channels after upsampling to 64³."""
+    _conv_case(bench, shell_coords(64, 20000, batch=2), 2048, 128)
+
+
+@register("conv", "stage2 32^3 (2x~5.5K vox, 1024->1024)")
+def _b_conv_mid(bench):
+    """input_blocks.1.conv2 at 32³ (after the downsample)."""
+    c = shell_coords(64, 20000, batch=2)
+    c = torch.unique(torch.cat([c[:, :1], torch.div(c[:, 1:], 2, rounding_mode="floor")], 1), dim=0).int()
+    _conv_case(bench, c, 1024, 1024)
+
+
+@register("conv", "mesh dec 128^3 (160K vox, 768->192)")
+def _b_conv_mesh1(bench):
+    """Mesh decoder upsample.0 first conv: 20K voxels subdivided once."""
+    _conv_case(bench, subdivide(shell_coords(64, 20000)), 768, 192)
+
+
+@register("conv", "mesh dec 256^3 (1.28M vox, 192->96)")
+def _b_conv_mesh2(bench):
+    """Mesh decoder upsample.1 first conv: 20K voxels subdivided twice."""
+    _conv_case(bench, subdivide(subdivide(shell_coords(64, 20000))), 192, 96)
+
+
+@register("conv", "neighbour map build (20K vox / 1.28M vox)")
+def _b_nbr(bench):
+    """build_neighbor_map (sort + searchsorted) at 20K and 1.28M voxels."""
+    c1 = shell_coords(64, 20000)
+    c2 = subdivide(subdivide(c1))
+    bench.row(f"torch sort+searchsorted, N={c1.shape[0]}", lambda: build_neighbor_map(c1))
+    bench.row(f"torch sort+searchsorted, N={c2.shape[0]}", lambda: build_neighbor_map(c2), baseline=True)
+
+
+# ----------------------------------------------------------------------------- cases: attention
+def _sdpa_backends():
+    from torch.nn.attention import SDPBackend
+
+    return [("SDPA flash", SDPBackend.FLASH_ATTENTION), ("SDPA cuDNN", SDPBackend.CUDNN_ATTENTION),
+            ("SDPA mem-efficient", SDPBackend.EFFICIENT_ATTENTION)]
+
+
+def _attn_flops(lq: torch.Tensor, lk: torch.Tensor, h: int, d: int) -> float:
+    return float(4.0 * h * d * (lq.double() * lk.double()).sum())
+
+
+def _dense_attn_case(bench: Bench, b: int, lq: int, lk: int, h: int = 16, d: int = 64, dtype=torch.bfloat16):
+    from . import attention_triton
+
+    q = torch.randn(b, lq, h, d, device="cuda", dtype=dtype)
+    k = torch.randn(b, lk, h, d, device="cuda", dtype=dtype)
+    v = torch.randn(b, lk, h, d, device="cuda", dtype=dtype)
+    flops = 4.0 * b * h * lq * lk * d
+    for name, be in _sdpa_backends():
+        bench.row(name, lambda be=be: sdpa(q, k, v, be), flops=flops)
+    qp, kp, vp = q.reshape(-1, h, d), k.reshape(-1, h, d), v.reshape(-1, h, d)
+    cq = torch.arange(b + 1, device="cuda", dtype=torch.int32) * lq
+    ck = torch.arange(b + 1, device="cuda", dtype=torch.int32) * lk
+    out = attention_triton.varlen_attention(qp, kp, vp, cq, ck, lq, lk)
+    want = sdpa(q.float(), k.float(), v.float()).reshape(-1, h, d)
+    bench.row("triton varlen flash fwd", lambda: attention_triton.varlen_attention(qp, kp, vp, cq, ck, lq, lk),
+              flops=flops, err=rel_err(out, want), note=_launch_info.summary(attention_triton.LAST_LAUNCH))
+
+
+@register("attention", "stage1 self-attn dense (B=2, L=4096, 16x64)")
+def _b_attn_s1(bench):
+    """Stage-1 DiT-L self-attention, cond+uncond batched."""
+    _dense_attn_case(bench, 2, 4096, 4096)
+
+
+@register("attention", "stage1 cross-attn dense (B=2, 4096 x 1374 cond tokens)")
+def _b_attn_s1x(bench):
+    """Stage-1 cross-attention on the DINOv2 tokens."""
+    _dense_attn_case(bench, 2, 4096, 1374)
+
+
+def _varlen_case(bench: Bench, lengths: torch.Tensor, h: int, d: int, dtype=torch.bfloat16, loop_ok=True):
+    from . import attention_triton
+
+    lengths = lengths.to("cuda")
+    t = int(lengths.sum())
+    max_len = int(lengths.max())
+    qkv = torch.randn(t, 3, h, d, device="cuda", dtype=dtype)
+    q, k, v = qkv.unbind(1)
+    cu = cu_from_lengths(lengths)
+    flops = _attn_flops(lengths, lengths, h, d)
+    from torch.nn.attention import SDPBackend
+
+    bench.row("SDPA padded + key mask (backend ref)", lambda: sdpa_padded(q, k, v, lengths, max_len), flops=flops,
+              note=f"{lengths.numel()} seqs, max {max_len}, mean {t / lengths.numel():.0f}")
+    bench.row("SDPA padded, mem-efficient + mask",
+              lambda: sdpa_padded(q, k, v, lengths, max_len, SDPBackend.EFFICIENT_ATTENTION), flops=flops)
+    if loop_ok:
+        lens = lengths.tolist()
+
+        def loop():
+            outs, s = [], 0
+            for n in lens:
+                outs.append(sdpa(q[None, s:s + n], k[None, s:s + n], v[None, s:s + n], SDPBackend.FLASH_ATTENTION)[0])
+                s += n
+            return torch.cat(outs)
+
+        bench.row("SDPA flash, loop over sequences", loop, flops=flops)
+
+    qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()  # jagged SDPA wants contiguous q/k/v
+
+    def nested():
+        offs = cu.long()
+        qn, kn, vn = (torch.nested.nested_tensor_from_jagged(x, offs) for x in (qc, kc, vc))
+        return sdpa(qn, kn, vn).values()
+
+    bench.row("SDPA on nested jagged tensors", nested, flops=flops)
+    out = attention_triton.varlen_attention(q, k, v, cu, cu, max_len, max_len)
+    want = ref.varlen_attention(q.float(), k.float(), v.float(), cu, cu)
+    bench.row("triton varlen flash fwd", lambda: attention_triton.varlen_attention(q, k, v, cu, cu, max_len, max_len),
+              flops=flops, err=rel_err(out, want), note=_launch_info.summary(attention_triton.LAST_LAUNCH))
+
+
+@register("attention", "stage2 self-attn CFG (2 equal items, 16x64)")
+def _b_attn_s2(bench):
+    """Stage-2 full attention over the 2×2×2 patches of a 20K-voxel shell, cond+uncond (equal lengths)."""
+    from . import attention_triton
+
+    n_tok = int(group_lengths(shell_coords(64, 20000), 2).numel())
+    _dense_attn_case(bench, 2, n_tok, n_tok)
+
+
+@register("attention", "stage2 self-attn ragged batch (4 items, 16x64)")
+def _b_attn_s2r(bench):
+    """Four different objects in one batch: 2.2K-5.7K tokens each."""
+    _varlen_case(bench, torch.tensor([5700, 3100, 4500, 2200]), 16, 64)
+
+
+@register("attention", "decoder swin windows 8^3 (20K vox, 12x64)")
+def _b_attn_swin(bench):
+    """SLAT decoder shifted-window attention: 20K voxels at 64³ in 8³ windows (shift 4)."""
+    lengths = group_lengths(shell_coords(64, 20000), 8, shift=4)
+    _varlen_case(bench, lengths, 12, 64, loop_ok=False)
+
+
+# ----------------------------------------------------------------------------- cases: DiT elementwise
+def _torch_mod_ln(x, shift, scale):
+    """TRELLIS: LayerNorm32 (float32, no affine) cast back, then * (1 + scale) + shift in the activation dtype."""
+    h = F.layer_norm(x.float(), x.shape[-1:], eps=1e-6).to(x.dtype)
+    if x.dim() == 3:
+        return h * (1 + scale.to(x.dtype)[:, None]) + shift.to(x.dtype)[:, None]
+    return h * (1 + scale.to(x.dtype)) + shift.to(x.dtype)
+
+
+@register("elementwise", "adaLN modulated LN dense [2,4096,1024]")
+def _b_modln(bench):
+    from . import norm_triton
+
+    x = torch.randn(2, 4096, 1024, device="cuda", dtype=torch.bfloat16)
+    mod = torch.randn(2, 6 * 1024, device="cuda", dtype=torch.bfloat16)
+    shift, scale = mod.chunk(6, dim=1)[:2]
+    nbytes = 2 * x.numel() * 2
+    bench.row("torch LayerNorm32 + modulate", lambda: _torch_mod_ln(x, shift, scale), nbytes=nbytes)
+    err = rel_err(norm_triton.modulated_layernorm(x, shift, scale), ref.modulated_layernorm(x.float(), shift, scale))
+    bench.row("triton fused", lambda: norm_triton.modulated_layernorm(x, shift, scale), nbytes=nbytes, err=err)
+
+
+@register("elementwise", "adaLN modulated LN sparse [2x5.7K,1024] + batch index")
+def _b_modln_sparse(bench):
+    from . import norm_triton
+
+    lens = torch.tensor([5700, 5700], device="cuda")
+    bi = torch.repeat_interleave(torch.arange(2, device="cuda"), lens)
+    x = torch.randn(int(lens.sum()), 1024, device="cuda", dtype=torch.bfloat16)
+    mod = torch.randn(2, 6 * 1024, device="cuda", dtype=torch.bfloat16)
+    shift, scale = mod.chunk(6, dim=1)[:2]
+    nbytes = 2 * x.numel() * 2
+    bench.row("torch LayerNorm32 + modulate (gathered per row)",
+              lambda: _torch_mod_ln(x, shift[bi], scale[bi]), nbytes=nbytes)
+    err = rel_err(norm_triton.modulated_layernorm(x, shift, scale, batch_index=bi),
+                  ref.modulated_layernorm(x.float(), shift, scale, batch_index=bi))
+    bench.row("triton fused", lambda: norm_triton.modulated_layernorm(x, shift, scale, batch_index=bi),
+              nbytes=nbytes, err=err)
+
+
+@register("elementwise", "gated residual dense [2,4096,1024]")
+def _b_gres(bench):
+    from . import norm_triton
+
+    x = torch.randn(2, 4096, 1024, device="cuda", dtype=torch.bfloat16)
+    h = torch.randn_like(x)
+    gate = torch.randn(2, 6 * 1024, device="cuda", dtype=torch.bfloat16).chunk(6, dim=1)[2]
+    nbytes = 3 * x.numel() * 2
+    bench.row("torch x + h * gate", lambda: x + h * gate[:, None], nbytes=nbytes)
+    err = rel_err(norm_triton.gated_residual(x, h, gate), ref.gated_residual(x.float(), h.float(), gate))
+    bench.row("triton fused", lambda: norm_triton.gated_residual(x, h, gate), nbytes=nbytes, err=err)
+
+
+@register("elementwise", "qk RMS-norm q of packed qkv [2,4096,3,16,64]")
+def _b_qk(bench):
+    from . import norm_triton
+
+    qkv = torch.randn(2, 4096, 3, 16, 64, device="cuda", dtype=torch.bfloat16)
+    q = qkv[:, :, 0]
+    gamma = torch.randn(16, 64, device="cuda")
+    nbytes = 2 * q.numel() * 2
+    bench.row("torch MultiHeadRMSNorm", lambda: (F.normalize(q.float(), dim=-1) * gamma * 8.0).to(q.dtype),
+              nbytes=nbytes)
+    err = rel_err(norm_triton.qk_rmsnorm(q, gamma), ref.qk_rmsnorm(q.float(), gamma))
+    bench.row("triton fused", lambda: norm_triton.qk_rmsnorm(q, gamma), nbytes=nbytes, err=err)
+
+
+# ----------------------------------------------------------------------------- report
+def machine_header(commit: Optional[str]) -> List[str]:
+    lines = []
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        lines.append(f"- GPU: {p.name}, {p.multi_processor_count} SMs, {p.total_memory / 2**30:.0f} GiB")
+    try:
+        import triton
+
+        tv = triton.__version__
+    except Exception:
+        tv = "not installed"
+    lines.append(f"- torch {torch.__version__} (CUDA {torch.version.cuda}), Triton {tv}, Python "
+                 f"{platform.python_version()}")
+    if commit is None:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    check=True).stdout.strip()
+        except Exception:
+            commit = "unknown"
+    lines.append(f"- commit: {commit}; date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    return lines
+
+
+def markdown_table(rows: List[Row]) -> str:
+    out = ["| group | case | implementation | median ms | speed-up vs first row | achieved | rel. err vs fp32 ref | notes |",
+           "| --- | --- | --- | ---: | ---: | --- | ---: | --- |"]
+    last = None
+    for r in rows:
+        case = r.case if (r.group, r.case) != last else ""
+        group = r.group if (r.group, r.case) != last else ""
+        last = (r.group, r.case)
+        sp = f"{r.baseline_ms / r.ms:.2f}x" if r.baseline_ms and r.ms == r.ms and r.ms > 0 else ""
+        ms = f"{r.ms:.4f}" if r.ms == r.ms else "n/a"
+        err = f"{r.err:.1e}" if r.err is not None else ""
+        out.append(f"| {group} | {case} | {r.impl} | {ms} | {sp} | {r.rate} | {err} | {r.note} |")
+    return "\n".join(out)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--groups", default="", help="comma-separated groups to run (default: all)")
+    ap.add_argument("--cases", default="", help="comma-separated substrings of case names to run")
+    ap.add_argument("--list", action="store_true", help="list the registered cases and exit")
+    ap.add_argument("--repeats", type=int, default=25)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--out", default="", help="also write the markdown report here")
+    ap.add_argument("--commit", default=os.environ.get("TRELLIS_COMMIT"))
+    ap.add_argument("--time-budget", type=float, default=0.0, help="stop starting new cases after this many seconds")
+    args = ap.parse_args(argv)
+    cases = list(REGISTRY.values())
+    if args.groups:
+        wanted = set(args.groups.split(","))
+        cases = [c for c in cases if c.group in wanted]
+    if args.cases:
+        subs = args.cases.split(",")
+        cases = [c for c in cases if any(s in c.name for s in subs)]
+    if args.list:
+        for c in cases:
+            print(f"{c.group}/{c.name}: {c.doc}")
+        return 0
+    if not torch.cuda.is_available():
+        print("trellis_kernels.bench needs a CUDA GPU", file=sys.stderr)
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = True
+    bench = Bench(warmup=args.warmup, repeats=args.repeats)
+    t_start = time.perf_counter()
+    skipped = []
+    for c in cases:
+        if args.time_budget and time.perf_counter() - t_start > args.time_budget:
+            skipped.append(f"{c.group}/{c.name}")
+            continue
+        print(f"[{time.perf_counter() - t_start:6.1f}s] {c.group}/{c.name}", flush=True)
+        bench.start_case(c.group, c.name)
+        try:
+            torch.manual_seed(0)
+            c.fn(bench)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            bench.rows.append(Row(c.group, c.name, "(case)", float("nan"), note=f"failed: {exc!r}"[:200]))
+        torch.cuda.empty_cache()
+    report = ["# Benchmarks", "", *machine_header(args.commit), "",
+              f"Median of {args.repeats} CUDA-event samples after {args.warmup} warm-up calls (each sample "
+              "averages enough back-to-back calls to last >= 1 ms); inputs random (never zeros), bf16 unless "
+              "stated; L2 not flushed (in the pipeline each op's input was just written by the previous op). "
+              "'achieved' counts the dense-equivalent work (conv: 2·N·27·Cin·Cout, attention: 4·H·D·Σ Lq·Lk) or "
+              "the minimum bytes (elementwise: read inputs once, write outputs once). Triton rows are autotuned; "
+              "their error is ‖out − ref‖/‖ref‖ against the float32 PyTorch reference on the same inputs.", "",
+              markdown_table(bench.rows)]
+    if skipped:
+        report += ["", "Not run (time budget): " + ", ".join(skipped)]
+    text = "\n".join(report) + "\n"
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
