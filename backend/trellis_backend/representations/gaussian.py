@@ -218,7 +218,8 @@ class Gaussians:
 
     def save_ply(self, path, transform: Optional[Sequence[Sequence[float]]] = Z_UP_TO_Y_UP) -> None:
         """Write an INRIA-3DGS PLY (binary little endian), rotating positions and orientations
-        by ``transform`` (default ``Z_UP_TO_Y_UP``, the reference's). Opacity is stored as a logit, scales as logs.
+        by ``transform`` (default ``Z_UP_TO_Y_UP``, the reference's). Opacity is stored as a
+        logit, scales as logs.
 
         The file appears atomically: it is written next to ``path`` under a temporary name and
         renamed at the end, so a crash never leaves a truncated file that looks complete."""

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from .flexicubes import _lookup, cube_keys, sparse_flexicubes
+from .flexicubes import cube_keys, sorted_lookup, sparse_flexicubes
 from .result import MeshExtractResult
 from .tables import device_tables
 
@@ -43,6 +43,8 @@ class SparseFlexiCubesExtractor:
 
     Channels per cube: sdf 8, deform 8×3, weights 21 (beta 12, alpha 8, gamma 1) and, with
     ``use_color``, 8×6 vertex attributes (colour + normal map), in that order.
+    ``cubefeats`` holds one object (the batch column of its coords is ignored); the input is
+    not modified (the reference adds the sdf bias to its input in place).
     """
 
     def __init__(self, res: int, use_color: bool = True):
@@ -102,7 +104,7 @@ class SparseFlexiCubesExtractor:
 
         # Corners of the candidates: averaged vertex where there is one, else the dense defaults.
         cand_corner_keys = _vertex_keys(cand_coords[:, None, :] + corners[None], res)
-        pos, found = _lookup(vert_keys, cand_corner_keys)
+        pos, found = sorted_lookup(vert_keys, cand_corner_keys)
         corner_sdf = torch.where(found, v_attrs[pos, 0], torch.ones((), dtype=dtype, device=device))
         n_neg = (corner_sdf < 0).sum(-1)
         surf = (n_neg > 0) & (n_neg < 8)
@@ -112,7 +114,7 @@ class SparseFlexiCubesExtractor:
         # Compact vertex table of the surface cubes, in dense vertex order.
         grid_keys, cube_corner_idx = torch.unique(surf_corner_keys.reshape(-1), return_inverse=True)
         cube_corner_idx = cube_corner_idx.reshape(-1, 8)
-        pos, found = _lookup(vert_keys, grid_keys)
+        pos, found = sorted_lookup(vert_keys, grid_keys)
         grid_attrs = torch.zeros((grid_keys.shape[0], n_attr), dtype=dtype, device=device)
         grid_attrs[:, 0] = 1.0
         grid_attrs = torch.where(found[:, None], v_attrs[pos], grid_attrs)
@@ -120,7 +122,7 @@ class SparseFlexiCubesExtractor:
 
         # Per-cube weights; cubes that were not predicted have weight 0.
         active_keys, active_order = torch.sort(cube_keys(coords, res))
-        pos, found = _lookup(active_keys, cube_keys(cube_coords, res))
+        pos, found = sorted_lookup(active_keys, cube_keys(cube_coords, res))
         cube_weights = torch.where(found[:, None], weights[active_order[pos]], torch.zeros((), dtype=dtype, device=device))
 
         out = sparse_flexicubes(

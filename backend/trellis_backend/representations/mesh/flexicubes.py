@@ -39,7 +39,7 @@ def cube_keys(cube_coords: torch.Tensor, res: int) -> torch.Tensor:
     return (c[..., 0] * res + c[..., 1]) * res + c[..., 2]
 
 
-def _lookup(sorted_keys: torch.Tensor, queries: torch.Tensor):
+def sorted_lookup(sorted_keys: torch.Tensor, queries: torch.Tensor):
     """Index of each query in ``sorted_keys`` and whether it is present."""
     if sorted_keys.numel() == 0:
         zeros = torch.zeros_like(queries)
@@ -66,7 +66,7 @@ def _resolve_case_ids(occ_sx8, cube_coords, res, tables):
     problem_keys = cube_keys(problem_coords, res)  # sorted: surface cubes are sorted by key
     neighbour = problem_coords + check[problem, 1:4]
     inside = ((neighbour >= 0) & (neighbour < res)).all(-1)
-    _, found = _lookup(problem_keys, cube_keys(neighbour.clamp(0, res - 1), res))
+    _, found = sorted_lookup(problem_keys, cube_keys(neighbour.clamp(0, res - 1), res))
     invert = problem[inside & found]
     case_ids = case_ids.clone()
     case_ids[invert] = check[invert, 4]
