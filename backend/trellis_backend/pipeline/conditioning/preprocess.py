@@ -1,0 +1,163 @@
+"""Condition-image loading and preprocessing, as the reference does it.
+
+`preprocess_image` follows TrellisImageTo3DPipeline.preprocess_image:
+
+1. an RGBA image whose alpha is not all 255 is used as it is;
+2. otherwise the background is removed: with ``background_threshold`` by this module's
+   plain-background removal, else with rembg (u2net) when it is installed, else a
+   `BadInputError` asks for an RGBA image or a threshold;
+3. crop a square of 1.2x the bounding box of alpha > 0.8 (centred on the box), resize to
+   518x518 (Lanczos), premultiply RGB by alpha (onto black) and return an RGB image.
+
+Deviation, on purpose: EXIF orientation is applied when the file is loaded, and
+palette/LA images with transparency are treated as RGBA.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ...errors import BadInputError
+
+CONDITION_RESOLUTION = 518
+
+NO_ALPHA_HINT = ("Give an RGBA image whose background is transparent (e.g. a PNG exported with alpha), "
+                 "or, for a photo on a plain background, pass --background-threshold 0.1 (CLI) / "
+                 "background_threshold=0.1 (library) to remove the background colour, "
+                 "or install the optional 'rembg' package for automatic background removal.")
+
+
+def load_image(image: Union[str, Path, Image.Image, bytes]) -> Image.Image:
+    """Open an image from a path, bytes or a PIL image; raise `BadInputError` when it is missing/corrupt."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (bytes, bytearray)):
+        src, label = io.BytesIO(image), "<bytes>"
+    else:
+        path = Path(image).expanduser()
+        if not path.exists():
+            raise BadInputError(f"image not found: {path}", hint="Check the image path; the file does not exist.")
+        if not path.is_file():
+            raise BadInputError(f"image path is not a file: {path}", hint="Point at an image file (PNG, JPEG, ...).")
+        src, label = str(path), str(path)
+    try:
+        img = Image.open(src)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadInputError(f"cannot read image {label}: {e}",
+                            hint="The file is not a readable image (corrupt or unsupported format); "
+                                 "re-export it as PNG or JPEG.") from e
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF: keep the pixels as stored
+        pass
+    if img.width < 1 or img.height < 1:
+        raise BadInputError(f"image {label} is empty ({img.width}x{img.height})")
+    return img
+
+
+def _has_transparency(img: Image.Image) -> bool:
+    if img.mode == "RGBA":
+        return not np.all(np.asarray(img)[:, :, 3] == 255)
+    return False
+
+
+def _to_rgba_if_transparent(img: Image.Image) -> Image.Image:
+    if img.mode in ("LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return img.convert("RGBA")
+    if img.mode in ("RGBa", "La"):
+        return img.convert("RGBA")
+    return img
+
+
+def remove_plain_background(img: Image.Image, threshold: float) -> Image.Image:
+    """Make pixels close to the background colour transparent.
+
+    The background colour is the per-channel median of the image border (1 pixel wide).
+    A pixel is background when its largest channel difference from that colour is at
+    most ``threshold * 255`` (threshold in [0, 1]). Returns an RGBA image.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise BadInputError(f"background threshold must be in [0, 1], got {threshold}")
+    rgb = np.asarray(img.convert("RGB")).astype(np.int16)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]], axis=0)
+    bg = np.median(border, axis=0)
+    diff = np.abs(rgb - bg[None, None]).max(axis=-1)
+    alpha = np.where(diff > threshold * 255, 255, 0).astype(np.uint8)
+    return Image.fromarray(np.concatenate([rgb.astype(np.uint8), alpha[..., None]], axis=-1), "RGBA")
+
+
+_REMBG_SESSION = None
+
+
+def _rembg_remove(img: Image.Image) -> Image.Image:
+    global _REMBG_SESSION
+    import rembg  # optional dependency
+
+    img = img.convert("RGB")
+    max_size = max(img.size)
+    scale = min(1, 1024 / max_size)
+    if scale < 1:
+        img = img.resize((int(img.width * scale), int(img.height * scale)), Image.Resampling.LANCZOS)
+    try:
+        if _REMBG_SESSION is None:
+            _REMBG_SESSION = rembg.new_session("u2net")
+        return rembg.remove(img, session=_REMBG_SESSION)
+    except Exception as e:  # typically: its u2net weights cannot be downloaded offline
+        raise BadInputError(f"background removal with rembg failed: {e}", hint=NO_ALPHA_HINT) from e
+
+
+def rembg_available() -> bool:
+    try:
+        import rembg  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def preprocess_image(image: Union[str, Path, Image.Image], background_threshold: Optional[float] = None,
+                     resolution: int = CONDITION_RESOLUTION) -> Image.Image:
+    """Reference preprocessing: foreground crop, 518x518, premultiplied onto black (RGB)."""
+    img = _to_rgba_if_transparent(load_image(image))
+    if _has_transparency(img):
+        output = img
+    elif background_threshold is not None:
+        output = remove_plain_background(img, background_threshold)
+    elif rembg_available():
+        output = _rembg_remove(img)
+    else:
+        raise BadInputError("the image has no transparent background (no alpha channel) and no background "
+                            "remover is available", hint=NO_ALPHA_HINT)
+    output_np = np.array(output)
+    alpha = output_np[:, :, 3]
+    fg = np.argwhere(alpha > 0.8 * 255)
+    if fg.shape[0] == 0:
+        raise BadInputError("the image has no foreground: every pixel is (nearly) transparent"
+                            + (" after background removal" if not _has_transparency(img) else ""),
+                            hint="Use an image with a visible object; with --background-threshold, try a smaller value.")
+    bbox = np.min(fg[:, 1]), np.min(fg[:, 0]), np.max(fg[:, 1]), np.max(fg[:, 0])
+    center = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
+    size = max(bbox[2] - bbox[0], bbox[3] - bbox[1])
+    size = int(size * 1.2)
+    box = (center[0] - size // 2, center[1] - size // 2, center[0] + size // 2, center[1] + size // 2)
+    output = output.crop(box)
+    output = output.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    arr = np.array(output).astype(np.float32) / 255
+    arr = arr[:, :, :3] * arr[:, :, 3:4]
+    return Image.fromarray((arr * 255).astype(np.uint8))
+
+
+def images_to_tensor(images, resolution: int = CONDITION_RESOLUTION):
+    """List of PIL images -> float tensor ``[B, 3, R, R]`` in [0, 1] (as the reference's encode_image)."""
+    import torch
+
+    out = []
+    for im in images:
+        if im.size != (resolution, resolution):
+            im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+        out.append(torch.from_numpy(np.array(im.convert("RGB")).astype(np.float32) / 255).permute(2, 0, 1))
+    return torch.stack(out)

