@@ -144,11 +144,14 @@ def test_conv_reference_matches_spconv():
     with torch.no_grad():
         layer.weight.copy_(torch.randn_like(layer.weight))
     assert tuple(layer.weight.shape) == (9, 3, 3, 3, 7)
-    st = spconv.SparseConvTensor(feats, coords, [8, 8, 8], 2)
-    with torch.no_grad():
-        want = layer(st).features
     got = ref.sparse_conv3d(feats, tk.build_neighbor_map(coords), layer.weight.detach())
-    assert rel_err(got, want) < 1e-5
+    wants = []
+    for _ in range(2):
+        with torch.no_grad():
+            wants.append(layer(spconv.SparseConvTensor(feats, coords, [8, 8, 8], 2)).features)
+    if not torch.equal(wants[0], wants[1]):  # seen once under heavy load; never reproduced
+        pytest.xfail("spconv's CPU SubMConv3d gave two different results for the same input")
+    assert rel_err(got, wants[0]) < 1e-5, rel_err(got, wants[0])
 
 
 def test_conv_reference_empty():
