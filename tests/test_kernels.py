@@ -185,6 +185,21 @@ def test_gated_residual_and_qk_rmsnorm_reference_formulas():
     assert rel_err(ref.qk_rmsnorm(q, gamma), rms) < 1e-6
 
 
+def test_residual_layernorm_reference_is_the_unfused_sequence():
+    torch.manual_seed(4)
+    x, h = torch.randn(2, 7, 32, dtype=torch.float64), torch.randn(2, 7, 32, dtype=torch.float64)
+    gate, shift, scale = torch.randn(3, 2, 32, dtype=torch.float64)
+    w, b = torch.randn(2, 32, dtype=torch.float64)
+    xo, y = ref.residual_layernorm(x, h, gate, shift, scale, eps=1e-6)
+    assert rel_err(xo, x + h * gate[:, None]) < 1e-6
+    assert rel_err(y, ref.modulated_layernorm(x + h * gate[:, None], shift, scale)) < 1e-6
+    xo, y = ref.residual_layernorm(x, h, weight=w, bias=b)  # norm2: plain residual, affine LN
+    assert rel_err(xo, x + h) < 1e-6
+    assert rel_err(y, F.layer_norm(x + h, (32,), w, b, eps=1e-6)) < 1e-6
+    xo, y = ref.residual_layernorm(x)
+    assert xo is x and rel_err(y, F.layer_norm(x, (32,), eps=1e-6)) < 1e-6
+
+
 def test_varlen_attention_reference_matches_sdpa_per_sequence():
     torch.manual_seed(2)
     lq, lk = [5, 0, 17, 3], [7, 4, 11, 0]
@@ -324,6 +339,47 @@ def test_triton_sparse_varlen_norms(lengths, c, dtype):
     if n:
         assert rel_err(got, ref.modulated_layernorm(x.float(), shift, scale, 1e-6, bi)) < TOL[dtype]
         assert rel_err(got_g, ref.gated_residual(x.float(), h.float(), gate, bi)) < TOL[dtype]
+
+
+RESNORM_VARIANTS = {  # which optional inputs a case passes
+    "adaLN after gated residual": ("h", "gate", "shift", "scale"),
+    "affine LN after plain residual": ("h", "weight", "bias"),
+    "adaLN only": ("shift", "scale"),
+    "plain LN": (),
+    "everything": ("h", "gate", "shift", "scale", "weight", "bias"),
+}
+
+
+@triton_only
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("variant", list(RESNORM_VARIANTS))
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
+def test_triton_residual_layernorm(variant, layout, dtype):
+    from trellis_kernels import norm_triton
+
+    c = 200
+    if layout == "dense":
+        x = torch.randn(3, 41, c, device=DEVICE).to(dtype)
+        bi, nitems = None, 3
+    else:
+        lengths = [30, 0, 57]
+        bi = torch.arange(3, device=DEVICE).repeat_interleave(torch.tensor(lengths, device=DEVICE))
+        x = torch.randn(sum(lengths), c, device=DEVICE).to(dtype)
+        nitems = 3
+    gate, shift, scale = _mod_vectors(nitems, c)[:3]
+    kw = dict(h=torch.randn_like(x), gate=gate, shift=shift, scale=scale,
+              weight=torch.randn(c, device=DEVICE), bias=torch.randn(c, device=DEVICE))
+    kw = {k: v for k, v in kw.items() if k in RESNORM_VARIANTS[variant]}
+    xo, y = norm_triton.residual_layernorm(x, eps=1e-6, batch_index=bi, **kw)
+    kw32 = {k: (v.float() if k == "h" else v) for k, v in kw.items()}
+    want_x, want_y = ref.residual_layernorm(x.float(), eps=1e-6, batch_index=bi, **kw32)
+    assert xo.dtype == dtype and y.dtype == dtype and y.shape == x.shape
+    assert rel_err(xo, want_x) < TOL[dtype]
+    # y is the norm of the *rounded* residual sum (as the unfused ops compute it)
+    _, want_y = ref.residual_layernorm(xo.float(), eps=1e-6, batch_index=bi,
+                                       **{k: v for k, v in kw32.items() if k not in ("h", "gate")})
+    assert rel_err(y, want_y) < TOL[dtype]
 
 
 @triton_only

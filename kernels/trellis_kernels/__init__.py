@@ -14,6 +14,8 @@ Ops:
   spconv layout `[Cout, k, k, k, Cin]` or `[K, Cin, Cout]`
 - `modulated_layernorm(x, shift, scale, eps=1e-6, batch_index=None)`
 - `gated_residual(x, h, gate, batch_index=None)`
+- `residual_layernorm(x, h=None, gate=None, shift=None, scale=None, weight=None, bias=None, eps=1e-6,
+  batch_index=None)` -> `(x + h·gate, LN(...)[·w+b][·(1+scale)+shift])`
 - `qk_rmsnorm(q, gamma)`
 - `varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None, softmax_scale=None)`
 """
@@ -28,7 +30,7 @@ from .neighbors import build_neighbor_map, kernel_offsets
 
 __all__ = [
     "available", "triton_available", "reference", "build_neighbor_map", "kernel_offsets", "sparse_conv3d",
-    "modulated_layernorm", "gated_residual", "qk_rmsnorm", "varlen_attention",
+    "modulated_layernorm", "gated_residual", "residual_layernorm", "qk_rmsnorm", "varlen_attention",
 ]
 
 
@@ -85,6 +87,14 @@ def gated_residual(x, h, gate, batch_index=None):
     if _use_triton(x):
         return _impl("norm_triton").gated_residual(x, h, gate, batch_index)
     return reference.gated_residual(x, h, gate, batch_index)
+
+
+def residual_layernorm(x, h=None, gate=None, shift=None, scale=None, weight=None, bias=None, eps: float = 1e-6,
+                       batch_index=None):
+    """Residual update and next norm in one pass: returns (x + h·gate, LN(·) [·w + b] [·(1 + scale) + shift])."""
+    mod = "norm_triton" if _use_triton(x) else None
+    fn = _impl(mod).residual_layernorm if mod else reference.residual_layernorm
+    return fn(x, h, gate, shift, scale, weight, bias, eps, batch_index)
 
 
 def qk_rmsnorm(q, gamma):

@@ -64,6 +64,7 @@ class Row:
     rate: str = ""
     err: Optional[float] = None
     note: str = ""
+    eager_ms: Optional[float] = None
 
 
 @dataclass
@@ -77,8 +78,24 @@ class Bench:
     _case: str = ""
     _baseline: Optional[float] = None
 
-    def time_ms(self, fn: Callable[[], object]) -> float:
-        """Median ms per call: warm-up, then `repeats` CUDA-event samples of `inner` back-to-back calls."""
+    def _samples(self, run: Callable[[], object], inner: int) -> float:
+        samples = []
+        for _ in range(self.repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / inner)
+        return statistics.median(samples)
+
+    def time_ms(self, fn: Callable[[], object], graph: bool = True):
+        """(median ms per call from CUDA-graph replays or None, median ms per call launched eagerly).
+
+        Warm-up first (autotuning, compilation), then `repeats` CUDA-event samples of `inner` back-to-back
+        calls. Graph replays remove the Python launch overhead: the GPU time the op costs inside a captured
+        sampling loop. Ops that sync with the host cannot be captured (graph=False).
+        """
         for _ in range(self.warmup):
             fn()
         torch.cuda.synchronize()
@@ -87,31 +104,58 @@ class Bench:
         torch.cuda.synchronize()
         one = (time.perf_counter() - t0) * 1e3
         inner = max(1, min(200, int(math.ceil(self.min_sample_ms / max(one, 1e-3)))))
-        samples = []
-        for _ in range(self.repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+
+        def eager():
             for _ in range(inner):
                 fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) / inner)
-        return statistics.median(samples)
+
+        eager_ms = self._samples(eager, inner)
+        graph_ms = None
+        if graph:
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        fn()
+                torch.cuda.current_stream().wait_stream(side)
+                g_inner = max(1, min(100, int(math.ceil(self.min_sample_ms / max(eager_ms, 1e-3)))))
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    for _ in range(g_inner):
+                        fn()
+                g.replay()
+                torch.cuda.synchronize()
+                graph_ms = self._samples(g.replay, g_inner)
+                del g
+            except Exception as exc:
+                self.log(f"    (no graph: {type(exc).__name__}: {str(exc)[:100]})")
+                torch.cuda.synchronize()
+        return graph_ms, eager_ms
 
     def start_case(self, group: str, case: str):
         self._group, self._case, self._baseline = group, case, None
 
     def row(self, impl: str, fn: Optional[Callable[[], object]] = None, *, ms: Optional[float] = None,
             flops: Optional[float] = None, nbytes: Optional[float] = None, err: Optional[float] = None,
-            note: str = "", baseline: bool = False) -> Optional[float]:
-        """Time `fn` (or take `ms`) and add a row; the first row (or baseline=True) is the case's baseline."""
+            note: str = "", baseline: bool = False, graph: bool = True) -> Optional[float]:
+        """Time `fn` (or take `ms`) and add a row; the first row (or baseline=True) is the case's baseline.
+
+        The row's time is the CUDA-graph replay time where the op can be captured, else the eager time.
+        """
+        eager_ms = None
         try:
             if ms is None:
-                ms = self.time_ms(fn)
+                graph_ms, eager_ms = self.time_ms(fn, graph)
+                ms = graph_ms if graph_ms is not None else eager_ms
+                if graph_ms is None:
+                    note = ("eager only (host sync); " + note) if note else "eager only (host sync)"
         except Exception as exc:  # a backend that cannot run this case: report, keep going
-            self.rows.append(Row(self._group, self._case, impl, float("nan"), note=f"failed: {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:120] if str(exc) else ''}"))
+            msg = str(exc).splitlines()[0][:120] if str(exc) else ""
+            self.rows.append(Row(self._group, self._case, impl, float("nan"),
+                                 note=f"failed: {type(exc).__name__}: {msg}"))
             self.log(f"  {impl}: FAILED {exc!r}"[:300])
+            torch.cuda.synchronize()
             return None
         if baseline or self._baseline is None:
             self._baseline = ms
@@ -119,9 +163,9 @@ class Bench:
         if flops:
             rate.append(f"{flops / ms / 1e9:.0f} TFLOP/s")
         if nbytes:
-            rate.append(f"{nbytes / ms / 1e9:.0f} GB/s")
-        self.rows.append(Row(self._group, self._case, impl, ms, self._baseline, ", ".join(rate), err, note))
-        self.log(f"  {impl}: {ms:.4f} ms {', '.join(rate)} err={err} {note}")
+            rate.append(f"{nbytes / ms / 1e6:.0f} GB/s")
+        self.rows.append(Row(self._group, self._case, impl, ms, self._baseline, ", ".join(rate), err, note, eager_ms))
+        self.log(f"  {impl}: {ms:.4f} ms (eager {eager_ms}) {', '.join(rate)} err={err} {note}")
         return ms
 
 
@@ -233,7 +277,7 @@ def _conv_case(bench: Bench, coords: torch.Tensor, cin: int, cout: int, dtype=to
     flops = 2.0 * n * 27 * cin * cout
     pairs = int((nbr >= 0).sum())
     bench.row("torch gather-GEMM-scatter (backend ref)", lambda: torch_conv_gather_gemm_scatter(feats, nbr, w_kcn, bias),
-              flops=flops, note=f"{pairs / n:.1f} active offsets/voxel")
+              flops=flops, note=f"{pairs / n:.1f} active offsets/voxel", graph=False)
     if n * 27 * cin * 2 < 16e9:
         bench.row("torch im2col + one cuBLAS GEMM", lambda: torch_conv_im2col(feats, nbr, w_kcn, bias), flops=flops)
     a = torch.randn(n, 27 * cin, device=dev, dtype=dtype)
@@ -284,8 +328,8 @@ def _b_nbr(bench):
     """build_neighbor_map (sort + searchsorted) at 20K and 1.28M voxels."""
     c1 = shell_coords(64, 20000)
     c2 = subdivide(subdivide(c1))
-    bench.row(f"torch sort+searchsorted, N={c1.shape[0]}", lambda: build_neighbor_map(c1))
-    bench.row(f"torch sort+searchsorted, N={c2.shape[0]}", lambda: build_neighbor_map(c2), baseline=True)
+    bench.row(f"torch sort+searchsorted, N={c1.shape[0]}", lambda: build_neighbor_map(c1), graph=False)
+    bench.row(f"torch sort+searchsorted, N={c2.shape[0]}", lambda: build_neighbor_map(c2), baseline=True, graph=False)
 
 
 # ----------------------------------------------------------------------------- cases: attention
@@ -307,6 +351,7 @@ def _dense_attn_case(bench: Bench, b: int, lq: int, lk: int, h: int = 16, d: int
     k = torch.randn(b, lk, h, d, device="cuda", dtype=dtype)
     v = torch.randn(b, lk, h, d, device="cuda", dtype=dtype)
     flops = 4.0 * b * h * lq * lk * d
+    bench.row("SDPA (default backend choice)", lambda: sdpa(q, k, v), flops=flops)
     for name, be in _sdpa_backends():
         bench.row(name, lambda be=be: sdpa(q, k, v, be), flops=flops)
     qp, kp, vp = q.reshape(-1, h, d), k.reshape(-1, h, d), v.reshape(-1, h, d)
@@ -343,9 +388,9 @@ def _varlen_case(bench: Bench, lengths: torch.Tensor, h: int, d: int, dtype=torc
     from torch.nn.attention import SDPBackend
 
     bench.row("SDPA padded + key mask (backend ref)", lambda: sdpa_padded(q, k, v, lengths, max_len), flops=flops,
-              note=f"{lengths.numel()} seqs, max {max_len}, mean {t / lengths.numel():.0f}")
+              note=f"{lengths.numel()} seqs, max {max_len}, mean {t / lengths.numel():.0f}", graph=False)
     bench.row("SDPA padded, mem-efficient + mask",
-              lambda: sdpa_padded(q, k, v, lengths, max_len, SDPBackend.EFFICIENT_ATTENTION), flops=flops)
+              lambda: sdpa_padded(q, k, v, lengths, max_len, SDPBackend.EFFICIENT_ATTENTION), flops=flops, graph=False)
     if loop_ok:
         lens = lengths.tolist()
 
@@ -365,7 +410,7 @@ def _varlen_case(bench: Bench, lengths: torch.Tensor, h: int, d: int, dtype=torc
         qn, kn, vn = (torch.nested.nested_tensor_from_jagged(x, offs) for x in (qc, kc, vc))
         return sdpa(qn, kn, vn).values()
 
-    bench.row("SDPA on nested jagged tensors", nested, flops=flops)
+    bench.row("SDPA on nested jagged tensors", nested, flops=flops, graph=False)
     out = attention_triton.varlen_attention(q, k, v, cu, cu, max_len, max_len)
     want = ref.varlen_attention(q.float(), k.float(), v.float(), cu, cu)
     bench.row("triton varlen flash fwd", lambda: attention_triton.varlen_attention(q, k, v, cu, cu, max_len, max_len),
@@ -447,6 +492,33 @@ def _b_gres(bench):
     bench.row("triton fused", lambda: norm_triton.gated_residual(x, h, gate), nbytes=nbytes, err=err)
 
 
+@register("elementwise", "gated residual + adaLN (next norm) [2,4096,1024]")
+def _b_resnorm(bench):
+    """x = x + h·gate_msa followed by norm3 + modulate (the seam between two halves of a DiT block)."""
+    from . import norm_triton
+
+    x = torch.randn(2, 4096, 1024, device="cuda", dtype=torch.bfloat16)
+    h = torch.randn_like(x)
+    gate, shift, scale = torch.randn(2, 6 * 1024, device="cuda", dtype=torch.bfloat16).chunk(6, dim=1)[:3]
+    nbytes = 4 * x.numel() * 2  # read x, h; write x_out, y
+
+    def torch_unfused():
+        xo = x + h * gate[:, None]
+        return xo, _torch_mod_ln(xo, shift, scale)
+
+    def triton_unfused():
+        xo = norm_triton.gated_residual(x, h, gate)
+        return xo, norm_triton.modulated_layernorm(xo, shift, scale)
+
+    bench.row("torch (residual, LayerNorm32, modulate)", torch_unfused, nbytes=nbytes)
+    bench.row("triton gated_residual + modulated_layernorm", triton_unfused, nbytes=nbytes)
+    xo, y = norm_triton.residual_layernorm(x, h, gate, shift, scale)
+    _, want = ref.residual_layernorm(xo.float(), shift=shift, scale=scale)
+    err = max(rel_err(xo, ref.gated_residual(x.float(), h.float(), gate)), rel_err(y, want))
+    bench.row("triton residual_layernorm (fused)", lambda: norm_triton.residual_layernorm(x, h, gate, shift, scale),
+              nbytes=nbytes, err=err)
+
+
 @register("elementwise", "qk RMS-norm q of packed qkv [2,4096,3,16,64]")
 def _b_qk(bench):
     from . import norm_triton
@@ -486,8 +558,9 @@ def machine_header(commit: Optional[str]) -> List[str]:
 
 
 def markdown_table(rows: List[Row]) -> str:
-    out = ["| group | case | implementation | median ms | speed-up vs first row | achieved | rel. err vs fp32 ref | notes |",
-           "| --- | --- | --- | ---: | ---: | --- | ---: | --- |"]
+    out = ["| group | case | implementation | median ms | speed-up vs first row | achieved | rel. err vs fp32 ref "
+           "| eager ms | notes |",
+           "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
     last = None
     for r in rows:
         case = r.case if (r.group, r.case) != last else ""
@@ -496,7 +569,8 @@ def markdown_table(rows: List[Row]) -> str:
         sp = f"{r.baseline_ms / r.ms:.2f}x" if r.baseline_ms and r.ms == r.ms and r.ms > 0 else ""
         ms = f"{r.ms:.4f}" if r.ms == r.ms else "n/a"
         err = f"{r.err:.1e}" if r.err is not None else ""
-        out.append(f"| {group} | {case} | {r.impl} | {ms} | {sp} | {r.rate} | {err} | {r.note} |")
+        eager = f"{r.eager_ms:.4f}" if r.eager_ms is not None else ""
+        out.append(f"| {group} | {case} | {r.impl} | {ms} | {sp} | {r.rate} | {err} | {eager} | {r.note} |")
     return "\n".join(out)
 
 
@@ -546,7 +620,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.cuda.empty_cache()
     report = ["# Benchmarks", "", *machine_header(args.commit), "",
               f"Median of {args.repeats} CUDA-event samples after {args.warmup} warm-up calls (each sample "
-              "averages enough back-to-back calls to last >= 1 ms); inputs random (never zeros), bf16 unless "
+              "averages enough back-to-back calls to last >= 1 ms), timed as CUDA-graph replays (the GPU time "
+              "inside a captured sampling loop) where the op can be captured; 'eager ms' is the same op launched "
+              "from Python, launch overhead included; inputs random (never zeros), bf16 unless "
               "stated; L2 not flushed (in the pipeline each op's input was just written by the previous op). "
               "'achieved' counts the dense-equivalent work (conv: 2·N·27·Cin·Cout, attention: 4·H·D·Σ Lq·Lk) or "
               "the minimum bytes (elementwise: read inputs once, write outputs once). Triton rows are autotuned; "

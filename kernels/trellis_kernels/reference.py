@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "conv_weight_kcn", "sparse_conv3d", "modulated_layernorm", "gated_residual", "qk_rmsnorm",
-    "varlen_attention",
+    "conv_weight_kcn", "sparse_conv3d", "modulated_layernorm", "gated_residual", "residual_layernorm",
+    "qk_rmsnorm", "varlen_attention",
 ]
 
 
@@ -96,6 +96,33 @@ def gated_residual(x: torch.Tensor, h: torch.Tensor, gate: torch.Tensor,
                    batch_index: Optional[torch.Tensor] = None) -> torch.Tensor:
     """x + h * gate per item; float32 math."""
     return (x.float() + h.float() * _per_row(gate, x, batch_index)).to(x.dtype)
+
+
+def residual_layernorm(x: torch.Tensor, h: Optional[torch.Tensor] = None, gate: Optional[torch.Tensor] = None,
+                       shift: Optional[torch.Tensor] = None, scale: Optional[torch.Tensor] = None,
+                       weight: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+                       eps: float = 1e-6, batch_index: Optional[torch.Tensor] = None):
+    """Residual update and the next block's norm in one pass; returns `(x_out, y)`.
+
+    x_out = x + h * gate   (gate per item, optional; x_out = x when h is None), rounded to x's dtype
+    y = LN(x_out) [* weight + bias] [* (1 + scale) + shift]   (float32 math, y in x's dtype)
+
+    Covers the three norms of a TRELLIS modulated block: norm1/norm3 (adaLN: shift/scale, no affine) after
+    the gated residual, norm2 (affine LayerNorm32) after the plain cross-attention residual.
+    """
+    if h is not None:
+        upd = h.float() * _per_row(gate, x, batch_index) if gate is not None else h.float()
+        x = (x.float() + upd).to(x.dtype)
+    y = F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
+    if weight is not None:
+        y = y * weight.float()
+    if bias is not None:
+        y = y + bias.float()
+    if scale is not None:
+        y = y * (1 + _per_row(scale, x, batch_index))
+    if shift is not None:
+        y = y + _per_row(shift, x, batch_index)
+    return x, y.to(x.dtype)
 
 
 def qk_rmsnorm(q: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
