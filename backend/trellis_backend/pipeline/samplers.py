@@ -142,6 +142,17 @@ class FlowEulerSampler:
         s = self.sigma_min
         return (1 - s) * x_t - (s + (1 - s) * t) * v
 
+    def _renoise(self, x, t_from: float, t_to: float, sparse: bool, generator=None):
+        """Forward process from t_from up to t_to (> t_from): x ← a·x + b·ε, matching the flow's marginals."""
+        s = self.sigma_min
+        scale = lambda t: s + (1 - s) * t  # noqa: E731
+        a = (1 - t_to) / (1 - t_from) if t_from < 1 else 0.0
+        b = math.sqrt(max(scale(t_to) ** 2 - (a * scale(t_from)) ** 2, 0.0))
+        feats = x.feats if sparse else x
+        eps = torch.randn(feats.shape, generator=generator).to(device=feats.device, dtype=feats.dtype)
+        out = a * feats + b * eps
+        return x.replace(out) if sparse else out
+
     def _guided(self, t: float, cfg_strength: float, cfg_interval) -> bool:
         if self.guidance == "none" or cfg_strength == 0:
             return False
@@ -169,6 +180,9 @@ class FlowEulerSampler:
         progress: Optional[ProgressFn] = None,
         cancel=None,
         stage: str = "sampling",
+        step_hook: Optional[Callable[[int, float, Any], Any]] = None,
+        resample: int = 0,
+        generator: Optional[torch.Generator] = None,
         **kwargs,
     ) -> SampleResult:
         """Integrate from `noise` (t=1) to a sample (t=0).
@@ -182,6 +196,10 @@ class FlowEulerSampler:
             keep_trajectory: also return each step's pred_x_t and pred_x_0 (like the reference).
             progress: ``progress(stage, step, total, message)`` after each step.
             cancel: object with ``is_set()``; checked before each step.
+            step_hook: ``step_hook(i, t_prev, x_prev) -> x_prev`` after each Euler step (region editing
+                replaces the known part of x there, RePaint-style).
+            resample: with a step_hook, redo each step this many more times after jumping back from
+                t_prev to t through the forward process (RePaint's resampling; harmonises the edit).
         """
         if multi_image not in (None, "stochastic", "multidiffusion"):
             raise ValueError(f"multi_image must be None, 'stochastic' or 'multidiffusion', got {multi_image!r}")
@@ -237,22 +255,27 @@ class FlowEulerSampler:
             conds = [image_conds[j] for j in idx]
             guided = self._guided(t, cfg_strength, cfg_interval)
             groups = conds + [neg] if guided else conds
-            vs = forward(x, t, groups)
-            vs = [v.to(x.feats.dtype if sparse else x.dtype) for v in vs]
-            v_c = vs[0]
-            if len(conds) > 1:
-                v_c = sum(vs[:len(conds)]) / len(conds)
-            if guided:
-                v = (1 + cfg_strength) * v_c - cfg_strength * vs[-1]
-            else:
-                v = v_c
-            x_feats = x.feats if sparse else x
-            x_prev = x_feats - (t - t_prev) * v
-            if keep_trajectory:
-                x0 = self._v_to_xstart(x_feats, t, v)
-                result.pred_x_t.append(x.replace(x_prev) if sparse else x_prev)
-                result.pred_x_0.append(x.replace(x0) if sparse else x0)
-            x = x.replace(x_prev) if sparse else x_prev
+            for jump in range(resample + 1 if step_hook is not None else 1):
+                if jump:
+                    x = self._renoise(x, t_prev, t, sparse, generator)
+                vs = forward(x, t, groups)
+                vs = [v.to(x.feats.dtype if sparse else x.dtype) for v in vs]
+                v_c = vs[0]
+                if len(conds) > 1:
+                    v_c = sum(vs[:len(conds)]) / len(conds)
+                if guided:
+                    v = (1 + cfg_strength) * v_c - cfg_strength * vs[-1]
+                else:
+                    v = v_c
+                x_feats = x.feats if sparse else x
+                x_prev = x_feats - (t - t_prev) * v
+                if keep_trajectory and jump == 0:
+                    x0 = self._v_to_xstart(x_feats, t, v)
+                    result.pred_x_t.append(x.replace(x_prev) if sparse else x_prev)
+                    result.pred_x_0.append(x.replace(x0) if sparse else x0)
+                x = x.replace(x_prev) if sparse else x_prev
+                if step_hook is not None:
+                    x = step_hook(i, t_prev, x)
             if progress is not None:
                 progress(stage, i + 1, steps, f"{stage} step {i + 1}/{steps}")
         result.samples = x
