@@ -289,6 +289,10 @@ def _conv_case(bench: Bench, coords: torch.Tensor, cin: int, cout: int, dtype=to
     err = rel_err(out, ref.sparse_conv3d(feats.float(), nbr, weight.float(), bias.float()))
     bench.row("triton implicit GEMM", lambda: conv_triton.sparse_conv3d(feats, nbr, weight, bias), flops=flops,
               err=err, note=_launch_info.summary(conv_triton.LAST_LAUNCH))
+    run1 = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, num_warps=8, num_stages=3)
+    bench.row("triton, offset-outer loop (round-1 kernel)",
+              lambda: conv_triton.sparse_conv3d(feats, nbr, weight, bias, config=run1, channel_outer=False),
+              flops=flops, note="BM128 BN128 BK64 w8 s3")
 
 
 @register("conv", "stage2 io block 64^3 (2x20K vox, 128->128)")

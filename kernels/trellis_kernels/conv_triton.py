@@ -60,7 +60,7 @@ def _prune(configs, named_args, **kwargs):
 @triton.jit
 def _subm_conv_kernel(F, NBR, W, BIAS, OUT, N, CIN, COUT,
                       stride_wk, stride_wc, stride_wo, N_LOG2,
-                      KVOL: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FP32: tl.constexpr,
+                      KVOL: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FP32: tl.constexpr, C_OUTER: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # axis 0 walks the Cout tiles of one row tile: consecutive programs gather the same rows (L2 hits)
     pid_n = tl.program_id(0)
@@ -77,8 +77,12 @@ def _subm_conv_kernel(F, NBR, W, BIAS, OUT, N, CIN, COUT,
     # same BLOCK_K-wide column slice of feats (N x BLOCK_K, a few MB) and it stays in L2; offset-outer order
     # streams all of feats once per offset when N x Cin outgrows L2 (measured 2x slower at 40K x 2048)
     for t in range(0, KVOL * n_chunks):
-        c0 = t // KVOL
-        k = t - c0 * KVOL
+        if C_OUTER:
+            c0 = t // KVOL
+            k = t - c0 * KVOL
+        else:  # offset outer (kept for the benchmark's comparison)
+            k = t // n_chunks
+            c0 = t - k * n_chunks
         cs = c0 * BLOCK_K + kc
         csm = cs < CIN
         idx = tl.load(nbr_row + k, mask=rmask, other=-1)
@@ -109,8 +113,13 @@ def heuristic_config(cin: int, cout: int, dtype: torch.dtype) -> dict:
 
 
 def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
-                  bias: Optional[torch.Tensor] = None, autotune: Optional[bool] = None) -> torch.Tensor:
-    """Triton submanifold conv; same contract as `trellis_kernels.reference.sparse_conv3d`."""
+                  bias: Optional[torch.Tensor] = None, autotune: Optional[bool] = None,
+                  config: Optional[dict] = None, channel_outer: bool = True) -> torch.Tensor:
+    """Triton submanifold conv; same contract as `trellis_kernels.reference.sparse_conv3d`.
+
+    `config` (BLOCK_M/N/K, num_warps, num_stages) pins a block config instead of autotuning;
+    `channel_outer=False` selects the offset-outer loop order (for comparisons only).
+    """
     w = conv_weight_kcn(weight)
     kvol, cin, cout = w.shape
     n = feats.shape[0]
@@ -132,13 +141,16 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
         autotune = os.environ.get("TRELLIS_KERNELS_AUTOTUNE", "1") != "0" and feats.is_cuda
     args = (feats, nbr, w, bias if bias is not None else out, out, n, cin, cout,
             w.stride(0), w.stride(1), w.stride(2), max(n, 1).bit_length())
-    meta = dict(KVOL=kvol, HAS_BIAS=bias is not None, EXACT_FP32=feats.dtype == torch.float32)
+    meta = dict(KVOL=kvol, HAS_BIAS=bias is not None, EXACT_FP32=feats.dtype == torch.float32,
+                C_OUTER=channel_outer)
+    if config is not None:
+        autotune = False
     if autotune:
         grid = lambda m: (triton.cdiv(cout, m["BLOCK_N"]), triton.cdiv(n, m["BLOCK_M"]))
         kernel = _subm_conv_tuned[grid](*args, **meta)
         _launch_info.record(LAST_LAUNCH, kernel, _subm_conv_tuned.best_config)
     else:
-        cfg = heuristic_config(cin, cout, feats.dtype)
+        cfg = dict(config) if config is not None else heuristic_config(cin, cout, feats.dtype)
         grid = (triton.cdiv(cout, cfg["BLOCK_N"]), triton.cdiv(n, cfg["BLOCK_M"]))
         kernel = _subm_conv_kernel[grid](*args, **meta, **cfg)
         _launch_info.record(LAST_LAUNCH, kernel, cfg)
