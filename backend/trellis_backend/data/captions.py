@@ -27,7 +27,7 @@ CATEGORY_NOUNS: dict[str, tuple[str, ...]] = {
     "bottle": ("bottle", "wine bottle", "soda bottle"),
     "mushroom": ("mushroom", "toadstool"),
     "tree": ("tree", "pine tree", "fir tree"),
-    "house": ("house", "cottage", "little house"),
+    "house": ("house", "cottage"),
     "rocket": ("rocket", "rocket ship", "spaceship"),
     "car": ("car", "sedan", "sports car", "pickup truck", "van"),
     "snowman": ("snowman",),
@@ -36,26 +36,31 @@ CATEGORY_NOUNS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class Fact:
-    with_: tuple[str, ...]
-    adj: tuple[str, ...] = ()
+    with_: tuple[str, ...]  # phrasings after "with"
+    adj: tuple[str, ...] = ()  # adjective phrasings (before the noun)
+    group: str = ""  # facts of one group are never combined in the "with" part
+
+
+# facts a noun already states (not repeated next to it)
+NOUN_IMPLIES = {"armchair": "arms"}
 
 
 def _facts_chair(p):
     f = []
     if p["back_height"] == "tall":
-        f.append(Fact(("a tall back", "a high backrest", "a tall backrest"), ("high-backed", "tall-backed")))
+        f.append(Fact(("a tall back", "a high backrest", "a tall backrest"), ("high-backed", "tall-backed"), "back"))
     else:
-        f.append(Fact(("a short back", "a low backrest"), ("low-backed",)))
+        f.append(Fact(("a short back", "a low backrest"), ("low-backed",), "back"))
     f.append({
-        "solid": Fact(("a solid back", "a solid backrest")),
-        "slatted": Fact(("a slatted back", "vertical slats in the back"), ("slat-back",)),
-        "ladder": Fact(("a ladder back", "horizontal rails in the back"), ("ladder-back",)),
+        "solid": Fact(("a solid back", "a solid backrest"), (), "back"),
+        "slatted": Fact(("a slatted back", "vertical slats in the back"), ("slat-back",), "back"),
+        "ladder": Fact(("a ladder back", "horizontal rails in the back"), ("ladder-back",), "back"),
     }[p["back_style"]])
     t = p["leg_thickness"]
     t2 = "slender" if t == "thin" else "sturdy"
     f.append(Fact((f"four {t} legs", f"4 {t} legs", f"four {t2} {p['leg_shape']} legs"), ("four-legged",)))
     if p["arms"]:
-        f.append(Fact(("armrests", "two armrests"), ("armed",)))
+        f.append(Fact(("armrests", "two armrests"), (), "arms"))
     if p["cushion_color"]:
         c = p["cushion_color"]
         f.append(Fact((f"a {c} cushion", f"a {c} seat cushion")))
@@ -71,13 +76,17 @@ def _facts_table(p):
         "square": Fact(("a square top",), ("square",)),
     }[shape])
     f.append(Fact((), ("low",)) if p["height"] == "low" else Fact((), ("tall",)))
+    c = p["leg_color"]
     if p["legs"] == "four legs":
         t = p["leg_thickness"]
-        f.append(Fact((f"four {t} legs", f"4 {t} legs"), ("four-legged",)))
+        if c:
+            f.append(Fact((f"four {t} {c} legs", f"{c} legs", f"4 {c} legs"), ("four-legged",)))
+        else:
+            f.append(Fact((f"four {t} legs", f"4 {t} legs"), ("four-legged",)))
+    elif c:
+        f.append(Fact((f"a single {c} pedestal", f"a {c} central pedestal"), ("pedestal",)))
     else:
         f.append(Fact(("a single pedestal", "a central pedestal leg", "one central leg"), ("pedestal",)))
-    if p["leg_color"]:
-        f.append(Fact((f"{p['leg_color']} legs",)))
     return f
 
 
@@ -99,14 +108,14 @@ def _facts_lamp(p):
         "drum": Fact(("a drum shade", "a cylindrical shade")),
         "dome": Fact(("a dome shade", "a rounded dome shade")),
     }[p["shade"]]]
-    f.append(Fact((f"a {p['base_shape']} base",)))
+    f.append(Fact((f"a {p['base_shape']} base",), (), "stand"))
     if p["lamp_type"] == "floor":
         f.append(Fact(("a long pole", "a tall thin pole"), ("tall",)))
     else:
         f.append(Fact(("a short stem",), ("small",)))
     if p["stand_color"]:
         c = p["stand_color"]
-        f.append(Fact((f"a {c} stand", f"a {c} pole and base")))
+        f.append(Fact((f"a {c} stand", f"a {c} pole and base"), (), "stand"))
     return f
 
 
@@ -322,6 +331,12 @@ def _fix_articles(text: str) -> str:
 def make_caption(category: str, color: str, params: dict, rng: np.random.Generator, split: str = "train",
                  template: int | None = None) -> str:
     """One caption for an object. `template` forces a template index of the split's list."""
+    return caption_and_template(category, color, params, rng, split, template)[0]
+
+
+def caption_and_template(category: str, color: str, params: dict, rng: np.random.Generator, split: str = "train",
+                         template: int | None = None) -> tuple[str, str]:
+    """(caption, template it was made from)."""
     fs = facts(category, params)
     with_facts = [f for f in fs if f.with_]
     adj_facts = [f for f in fs if f.adj]
@@ -339,11 +354,17 @@ def make_caption(category: str, color: str, params: dict, rng: np.random.Generat
     def pick(seq):
         return seq[int(rng.integers(len(seq)))]
 
-    adj_fact = pick(adj_facts) if adj_facts else None
+    adj_ok = [f for f in adj_facts if f.group != NOUN_IMPLIES.get(noun)]
+    adj_fact = pick(adj_ok) if adj_ok else None
     adj = pick(adj_fact.adj) if adj_fact else ""
-    pool = [f for f in with_facts if f is not adj_fact] or with_facts
-    order = rng.permutation(len(pool)) if pool else []
-    chosen = [pool[i] for i in order]
+    pool = [f for f in with_facts if f is not adj_fact and f.group != NOUN_IMPLIES.get(noun)] or with_facts
+    chosen, groups = [], set()
+    for i in (rng.permutation(len(pool)) if pool else []):
+        f = pool[int(i)]
+        if f.group and f.group in groups:
+            continue
+        groups.add(f.group)
+        chosen.append(f)
     k = 1 if len(chosen) < 2 or rng.random() < 0.45 else 2
     phrases = [pick(f.with_) for f in chosen[:k]]
     with_ = " and ".join(phrases)
@@ -351,4 +372,4 @@ def make_caption(category: str, color: str, params: dict, rng: np.random.Generat
     lst = ", ".join(_bare(p) for p in phrases)
     text = t.format(color=cword, noun=noun, adj=adj, with_=with_, list=lst, with1=with1, **{"with": with_})
     text = " ".join(text.split())
-    return _fix_articles(text)
+    return _fix_articles(text), t

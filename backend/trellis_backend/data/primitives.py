@@ -125,8 +125,20 @@ class Cylinder(Prim):
         ext = self.r * np.sqrt(np.clip(1 - d * d, 0, 1))
         self.lo = np.minimum(self.a, self.b) - ext
         self.hi = np.maximum(self.a, self.b) + ext
+        # fast path for axis-aligned cylinders (most of them)
+        ax = int(np.argmax(np.abs(d)))
+        self.axis = ax if abs(abs(d[ax]) - 1) < 1e-6 else None
+        self.mid = (self.a + self.b) / 2
+        self.half = F(np.linalg.norm(self.b - self.a) / 2)
 
     def sdf(self, P):
+        if self.axis is not None:
+            q = P - self.mid
+            o = [i for i in range(3) if i != self.axis]
+            dr = np.sqrt(q[:, o[0]] ** 2 + q[:, o[1]] ** 2) - self.r
+            dz = np.abs(q[:, self.axis]) - self.half
+            out = np.sqrt(np.maximum(dr, 0) ** 2 + np.maximum(dz, 0) ** 2)
+            return out + np.minimum(np.maximum(dr, dz), 0)
         ba = self.b - self.a
         pa = P - self.a
         baba = F(ba @ ba)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .primitives import Shape
-from .voxelize import RESOLUTION, Lattice, _shape_of, voxelize
+from .voxelize import RESOLUTION, Lattice, _shape_of, shell_of
 
 
 @dataclass
@@ -30,22 +30,25 @@ class SurfaceCloud:
     spacing: float  # typical distance between neighbouring points
 
 
-def surface_cloud(obj, sub: int = 3, resolution: int = RESOLUTION, coords=None) -> SurfaceCloud:
+def cloud_detail(pixels: int) -> int:
+    """Lattice subdivision giving about one surface point per pixel at this image size."""
+    return int(np.clip(np.ceil(pixels / 170), 2, 6))
+
+
+def surface_cloud(obj, sub: int = 2, resolution: int = RESOLUTION, coords=None) -> SurfaceCloud:
     """Dense surface points of an object from SDF sign changes on a lattice of
     spacing h/sub over the shell voxels."""
     shape: Shape = _shape_of(obj)
     if coords is None:
-        coords = voxelize(shape, resolution, features=False).coords
+        coords = surface_candidate_voxels(shape, resolution)
     lat = Lattice(coords, sub, resolution)
     pts, step = lat.points, lat.spacing
     h = 1.0 / resolution
     d, pid = shape.query(pts, band=2 * h)
     nb_plus, nb_minus = [], []
     for a in range(3):
-        e = np.zeros(3, np.int64)
-        e[a] = 1
-        nb_plus.append(lat.lookup(lat.ijk + e))
-        nb_minus.append(lat.lookup(lat.ijk - e))
+        nb_plus.append(lat.neighbor(a, 1))
+        nb_minus.append(lat.neighbor(a, -1))
     # gradient on the lattice (central / one-sided differences)
     grad = np.zeros((len(pts), 3), np.float32)
     for a in range(3):
@@ -70,6 +73,16 @@ def surface_cloud(obj, sub: int = 3, resolution: int = RESOLUTION, coords=None) 
     P, N, C = np.concatenate(P), np.concatenate(N), np.concatenate(C)
     N = N / np.maximum(np.linalg.norm(N, axis=1, keepdims=True), 1e-8)
     return SurfaceCloud(P.astype(np.float32), N.astype(np.float32), C.astype(np.float32), step)
+
+
+def surface_candidate_voxels(obj, resolution: int = RESOLUTION) -> np.ndarray:
+    """Voxels the surface may cross: the shell plus every voxel whose centre is
+    within half a voxel diagonal of the surface. int64 [N, 3]."""
+    shape = _shape_of(obj)
+    h = 1.0 / resolution
+    sdf, _ = shape.grid(resolution, band=3 * h)
+    cand = shell_of(sdf <= 0.5 * h) | (np.abs(sdf) <= 0.87 * h)
+    return np.argwhere(cand)
 
 
 def camera_frame(yaw: float, pitch: float, radius: float = 2.0):
@@ -103,7 +116,7 @@ def render(obj, yaw: float = 135.0, pitch: float = 25.0, size: int = 256, radius
     Pass a precomputed `cloud` to render several views of one object quickly.
     """
     if cloud is None:
-        cloud = obj if isinstance(obj, SurfaceCloud) else surface_cloud(obj, sub=3 if size * ssaa <= 320 else 4)
+        cloud = obj if isinstance(obj, SurfaceCloud) else surface_cloud(obj, sub=cloud_detail(size * ssaa))
     S = int(size * ssaa)
     origin, right, up, fwd = camera_frame(yaw, pitch, radius)
     P = cloud.points.astype(np.float64)
@@ -181,5 +194,5 @@ def _fill_pinholes(img: np.ndarray) -> np.ndarray:
 
 def render_views(obj, views, size: int = 256, **kw) -> list[np.ndarray]:
     """Several (yaw, pitch) views of one object sharing one surface cloud."""
-    cloud = surface_cloud(obj, sub=3 if size * kw.get("ssaa", 1) <= 320 else 4)
+    cloud = surface_cloud(obj, sub=cloud_detail(size * kw.get("ssaa", 1)))
     return [render(None, yw, pt, size=size, cloud=cloud, **kw) for yw, pt in views]

@@ -113,19 +113,28 @@ class Lattice:
             self.base = np.zeros(3, np.int64)
             self.index = np.full((1, 1, 1), -1, np.int32)
             self.ijk = np.zeros((0, 3), np.int64)
+            self.ijk_local = self.ijk
             self.voxel_points = np.zeros((0, len(self.offsets)), np.int64)
             return
-        self.base = coords.min(0) * sub
-        dims = (coords.max(0) - coords.min(0) + 1) * sub + 1
+        # dense lookup box with a one-point margin so neighbour lookups need no bounds checks
+        self.base = coords.min(0) * sub - 1
+        dims = (coords.max(0) - coords.min(0) + 1) * sub + 3
         local = (coords * sub - self.base)[:, None, :] + self.offsets[None]  # [N, K, 3]
         mark = np.zeros(tuple(dims), bool)
         mark[local[..., 0], local[..., 1], local[..., 2]] = True
         ijk_local = np.argwhere(mark)
         self.index = np.full(tuple(dims), -1, np.int32)
         self.index[ijk_local[:, 0], ijk_local[:, 1], ijk_local[:, 2]] = np.arange(len(ijk_local), dtype=np.int32)
+        self.ijk_local = ijk_local
         self.ijk = ijk_local + self.base
         # [N, K] point index of every voxel's lattice corner
         self.voxel_points = self.index[local[..., 0], local[..., 1], local[..., 2]]
+
+    def neighbor(self, axis: int, step: int) -> np.ndarray:
+        """Index of each point's neighbour at +-1 along `axis` (-1 where absent)."""
+        loc = [self.ijk_local[:, 0], self.ijk_local[:, 1], self.ijk_local[:, 2]]
+        loc[axis] = loc[axis] + step
+        return self.index[loc[0], loc[1], loc[2]]
 
     @property
     def points(self) -> np.ndarray:

@@ -120,11 +120,11 @@ def lamp(b: Builder) -> dict:
         tb = H * 0.05
     else:
         H = b.u(1.5, 1.8)
-        rs = H * b.u(0.12, 0.16)
-        hs = H * b.u(0.16, 0.22)
+        rs = H * b.u(0.14, 0.18)
+        hs = H * b.u(0.18, 0.24)
         pole_r = H * 0.012
-        rb = rs * b.u(0.9, 1.2)
-        tb = H * 0.025
+        rb = rs * b.u(0.7, 0.9)
+        tb = H * 0.022
     vox = H / 57.6
     t = 1.6 * vox  # shade wall thickness
     z_top = H

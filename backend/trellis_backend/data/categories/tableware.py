@@ -32,7 +32,7 @@ def mug(b: Builder) -> dict:
     if stripe:
         zc = h * b.u(0.55, 0.75)
         band = Cylinder((0, 0, zc - 0.1 * h), (0, 0, zc + 0.1 * h), r * 1.03)
-        b.add(Difference(band, Cylinder((0, 0, 0), (0, 0, h + 0.02), r - wall)), stripe, "stripe")
+        b.add(Difference(band, Cylinder((0, 0, 0), (0, 0, h + 0.02), r - wall * 0.5)), stripe, "stripe")
     return dict(proportion=proportion, handle=handle, stripe_color=stripe)
 
 

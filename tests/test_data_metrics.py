@@ -1,0 +1,56 @@
+"""Evaluation metrics: Chamfer, IoU, dominant colour, nearest-category classifier."""
+import numpy as np
+import torch
+
+from trellis_backend.data.metrics import (CategoryClassifier, chamfer_distance, color_histogram, dominant_color,
+                                          mesh_dominant_color, voxel_iou)
+from trellis_backend.data.palette import COLOR_NAMES, PALETTE, jittered, nearest_color_name
+from trellis_backend.data.shapes import CATEGORIES, sample_object
+from trellis_backend.data.voxelize import voxelize
+
+
+def test_chamfer_and_iou():
+    a = np.argwhere(np.ones((6, 6, 6), bool)).astype(np.float32)
+    assert chamfer_distance(a, a) == 0
+    assert abs(chamfer_distance(a, a + [0, 0, 1]) - 1 / 6) < 1e-6  # only one layer moves by 1
+    assert abs(chamfer_distance(a, a + [0, 0, 10]) - 7.5) < 1e-5  # mean of 10-z over z = 0..5
+    b = a + np.array([3.0, 0, 0])
+    assert abs(chamfer_distance(a, b) - chamfer_distance(b, a)) < 1e-6
+    batched = np.c_[np.zeros(len(a)), a]  # (batch, x, y, z) coords accepted
+    assert chamfer_distance(batched, a) == 0
+    assert voxel_iou(a.astype(int), a.astype(int)) == 1.0
+    assert voxel_iou(a.astype(int), a.astype(int) + 20) == 0.0
+    assert abs(voxel_iou(a.astype(int), (a + [3, 0, 0]).astype(int)) - 108 / 324) < 1e-9
+    g = np.zeros((64, 64, 64), bool)
+    g[tuple(a.astype(int).T)] = True
+    assert voxel_iou(g, torch.from_numpy(a.astype(int))) == 1.0
+
+
+def test_dominant_colour():
+    rng = np.random.default_rng(0)
+    for name in COLOR_NAMES:
+        assert nearest_color_name(jittered(name, rng)) == name
+        cols = np.stack([jittered(name, rng) for _ in range(30)] + [jittered("white", rng) for _ in range(10)])
+        if name != "white":
+            assert dominant_color(cols) == name
+    cols = np.array([PALETTE["red"]] * 3 + [PALETTE["blue"]] * 5)
+    assert dominant_color(cols) == "blue"
+    assert dominant_color(cols, weights=[10, 10, 10, 1, 1, 1, 1, 1]) == "red"
+    assert abs(color_histogram((cols * 255).astype(np.uint8))["blue"] - 5 / 8) < 1e-9
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 5], [1, 0, 5]], float)
+    f = np.array([[0, 1, 2], [3, 4, 3]])
+    vc = np.array([PALETTE["green"]] * 3 + [PALETTE["pink"]] * 2)
+    assert mesh_dominant_color(v, f, vc) == "green"
+
+
+def test_nearest_category_classifier_on_fresh_samples():
+    clf = CategoryClassifier(per_category=6)
+    correct, total = 0, 0
+    for i in range(3 * len(CATEGORIES)):
+        obj = sample_object(50_000 + i, category=CATEGORIES[i % len(CATEGORIES)])
+        coords = voxelize(obj, features=False).coords
+        correct += clf.classify(coords) == obj.category
+        total += 1
+    assert correct / total >= 0.9, correct / total
+    d = clf.distances(coords)
+    assert set(d) == set(CATEGORIES) and all(np.isfinite(list(d.values())))
