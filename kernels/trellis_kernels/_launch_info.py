@@ -16,9 +16,15 @@ def summary(store: dict) -> str:
         kw = getattr(cfg, "kwargs", cfg)
         short = {"BLOCK_M": "BM", "BLOCK_N": "BN", "BLOCK_K": "BK"}
         parts.append(" ".join(f"{short.get(k, k)}{v}" for k, v in kw.items() if k in short))
-        w, s = getattr(cfg, "num_warps", None), getattr(cfg, "num_stages", None)
+        if isinstance(cfg, dict):
+            w, s = cfg.get("num_warps"), cfg.get("num_stages")
+        else:
+            w, s = getattr(cfg, "num_warps", None), getattr(cfg, "num_stages", None)
         if w is not None:
             parts.append(f"w{w} s{s}")
+    split = (store.get("meta") or {}).get("split", 1)
+    if split > 1:
+        parts.append(f"split-K {split}")
     k = store.get("kernel")
     if k is not None:
         try:

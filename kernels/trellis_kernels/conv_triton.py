@@ -9,7 +9,10 @@ neighbour map (masked where -1), load the BLOCK_K x BLOCK_N weight slice, and
 `tl.dot` them on the tensor cores (bf16/fp16 operands, fp32 accumulator;
 float32 inputs use exact fp32 products). The weight is read in place through
 strides, so spconv's `[Cout, k, k, k, Cin]` layout needs no permuted copy
-(its K-major B tile is the layout wgmma wants anyway).
+(its K-major B tile is the layout wgmma wants anyway). When the output has too
+few tiles to fill the GPU (few voxels, wide Cin), the reduction is split over
+several programs whose float32 partial sums are added atomically (split-K).
+Block config and split are picked by timing the candidates once per shape.
 
 Importing this module needs Triton; `trellis_kernels.sparse_conv3d` imports
 it lazily and falls back to the PyTorch reference elsewhere.
@@ -17,7 +20,7 @@ it lazily and falls back to the PyTorch reference elsewhere.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import triton
@@ -49,22 +52,17 @@ def _configs():
     return cfg
 
 
-def _prune(configs, named_args, **kwargs):
-    cin, cout = named_args["CIN"], named_args["COUT"]
-    max_bn = max(32, triton.next_power_of_2(cout))
-    max_bk = max(32, triton.next_power_of_2(cin))
-    kept = [c for c in configs if c.kwargs["BLOCK_N"] <= max_bn and c.kwargs["BLOCK_K"] <= max_bk]
-    return kept or configs[-1:]
-
-
 @triton.jit
 def _subm_conv_kernel(F, NBR, W, BIAS, OUT, N, CIN, COUT,
-                      stride_wk, stride_wc, stride_wo, N_LOG2,
+                      stride_wk, stride_wc, stride_wo, SPLIT,
                       KVOL: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FP32: tl.constexpr, C_OUTER: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # axis 0 walks the Cout tiles of one row tile: consecutive programs gather the same rows (L2 hits)
+                      ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # axis 0 walks the Cout tiles of one row tile: consecutive programs gather the same rows (L2 hits);
+    # axis 2 splits the reduction (offsets x channel chunks) into SPLIT ranges whose partial sums are
+    # atomically added into a float32 output (ATOMIC), which fills the GPU when there are few output tiles
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
+    pid_s = tl.program_id(2)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -72,15 +70,15 @@ def _subm_conv_kernel(F, NBR, W, BIAS, OUT, N, CIN, COUT,
     kc = tl.arange(0, BLOCK_K)
     nbr_row = NBR + rows.to(tl.int64) * KVOL
     n_chunks = (CIN + BLOCK_K - 1) // BLOCK_K
+    total = KVOL * n_chunks
+    t_lo = pid_s * total // SPLIT
+    t_hi = (pid_s + 1) * total // SPLIT
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # channel chunk outer, offset inner: while the programs in flight sweep the 27 offsets, they all read the
-    # same BLOCK_K-wide column slice of feats (N x BLOCK_K, a few MB) and it stays in L2; offset-outer order
-    # streams all of feats once per offset when N x Cin outgrows L2 (measured 2x slower at 40K x 2048)
-    for t in range(0, KVOL * n_chunks):
-        if C_OUTER:
+    for t in range(t_lo, t_hi):
+        if C_OUTER:  # channel chunk outer, offset inner
             c0 = t // KVOL
             k = t - c0 * KVOL
-        else:  # offset outer (kept for the benchmark's comparison)
+        else:  # offset outer (measured within a few % of channel-outer on the H100; kept for comparison)
             k = t // n_chunks
             c0 = t - k * n_chunks
         cs = c0 * BLOCK_K + kc
@@ -96,29 +94,90 @@ def _subm_conv_kernel(F, NBR, W, BIAS, OUT, N, CIN, COUT,
         else:
             acc = tl.dot(a, b, acc)
     if HAS_BIAS:
-        acc += tl.load(BIAS + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        bias = tl.load(BIAS + cols, mask=cmask, other=0.0).to(tl.float32)
+        if ATOMIC:
+            bias = bias * (pid_s == 0).to(tl.float32)
+        acc += bias[None, :]
     out_ptrs = OUT + rows.to(tl.int64)[:, None] * COUT + cols[None, :]
-    tl.store(out_ptrs, acc.to(OUT.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
-
-
-_subm_conv_tuned = triton.autotune(configs=_configs(), key=["CIN", "COUT", "N_LOG2"],
-                                   prune_configs_by={"early_config_prune": _prune})(_subm_conv_kernel)
+    omask = rmask[:, None] & cmask[None, :]
+    if ATOMIC:
+        tl.atomic_add(out_ptrs, acc, mask=omask, sem="relaxed")
+    else:
+        tl.store(out_ptrs, acc.to(OUT.dtype.element_ty), mask=omask)
 
 
 def heuristic_config(cin: int, cout: int, dtype: torch.dtype) -> dict:
-    """A fixed block config (no autotuning): for tests, the interpreter and TRELLIS_KERNELS_AUTOTUNE=0."""
+    """A fixed block config (no tuning): for tests, the interpreter and TRELLIS_KERNELS_AUTOTUNE=0."""
     bn = 64 if cout > 32 else 32
     bk = 64 if cin > 32 and dtype != torch.float32 else 32
     return dict(BLOCK_M=64, BLOCK_N=bn, BLOCK_K=bk, num_warps=4, num_stages=3)
 
 
+# (config, split) chosen per (Cin, Cout, log2 N, dtype, bias, device) by timing the candidates once
+_TUNED: Dict[tuple, Tuple[dict, int]] = {}
+
+
+def _candidates(n: int, cin: int, cout: int, num_sms: int) -> List[Tuple[dict, int]]:
+    max_bn = max(32, triton.next_power_of_2(cout))
+    max_bk = max(32, triton.next_power_of_2(cin))
+    out = []
+    for c in _configs():
+        cfg = dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+        if cfg["BLOCK_N"] > max_bn or cfg["BLOCK_K"] > max_bk:
+            continue
+        tiles = triton.cdiv(n, cfg["BLOCK_M"]) * triton.cdiv(cout, cfg["BLOCK_N"])
+        iters = 27 * triton.cdiv(cin, cfg["BLOCK_K"])
+        out.append((cfg, 1))
+        for split in (2, 3, 4):  # split the reduction only when the output tiles leave SMs idle
+            if tiles < 4 * num_sms and iters // split >= 16:
+                out.append((cfg, split))
+    return out or [(heuristic_config(cin, cout, torch.bfloat16), 1)]
+
+
+def _launch(feats, nbr, w, bias, n, cin, cout, dtype, cfg, split, channel_outer):
+    kvol = w.shape[0]
+    atomic = split > 1
+    out = (torch.zeros if atomic else torch.empty)(n, cout, dtype=torch.float32 if atomic else dtype,
+                                                   device=feats.device)
+    cfg = dict(cfg)
+    grid = (triton.cdiv(cout, cfg["BLOCK_N"]), triton.cdiv(n, cfg["BLOCK_M"]), split)
+    kernel = _subm_conv_kernel[grid](
+        feats, nbr, w, bias if bias is not None else out, out, n, cin, cout, w.stride(0), w.stride(1), w.stride(2),
+        split, KVOL=kvol, HAS_BIAS=bias is not None, EXACT_FP32=feats.dtype == torch.float32,
+        C_OUTER=channel_outer, ATOMIC=atomic, **cfg)
+    _launch_info.record(LAST_LAUNCH, kernel, cfg, split=split)
+    return out.to(dtype) if atomic and dtype != torch.float32 else out
+
+
+def _tune(key, feats, nbr, w, bias, n, cin, cout, dtype):
+    from triton.testing import do_bench
+
+    num_sms = torch.cuda.get_device_properties(feats.device).multi_processor_count
+    best, best_ms = None, float("inf")
+    for cfg, split in _candidates(n, cin, cout, num_sms):
+        try:
+            ms = do_bench(lambda: _launch(feats, nbr, w, bias, n, cin, cout, dtype, cfg, split, True),
+                          warmup=5, rep=25, return_mode="median")
+        except Exception:  # e.g. out of shared memory for float32 tiles
+            continue
+        if ms < best_ms:
+            best, best_ms = (cfg, split), ms
+    if best is None:
+        best = (heuristic_config(cin, cout, dtype), 1)
+    _TUNED[key] = best
+    return best
+
+
 def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
                   bias: Optional[torch.Tensor] = None, autotune: Optional[bool] = None,
-                  config: Optional[dict] = None, channel_outer: bool = True) -> torch.Tensor:
+                  config: Optional[dict] = None, split: int = 1, channel_outer: bool = True) -> torch.Tensor:
     """Triton submanifold conv; same contract as `trellis_kernels.reference.sparse_conv3d`.
 
-    `config` (BLOCK_M/N/K, num_warps, num_stages) pins a block config instead of autotuning;
-    `channel_outer=False` selects the offset-outer loop order (for comparisons only).
+    By default the block config and reduction split are tuned once per (Cin, Cout, log2 N, dtype) on CUDA
+    (timing each candidate; do not let the first call of a new shape happen inside CUDA-graph capture).
+    `config` (BLOCK_M/N/K, num_warps, num_stages) with `split` pins them instead; `channel_outer=False`
+    selects the offset-outer loop order (for comparisons only). With split > 1 the float32 partial sums are
+    added atomically, so the last bits vary from run to run.
     """
     w = conv_weight_kcn(weight)
     kvol, cin, cout = w.shape
@@ -126,32 +185,25 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
     if feats.dim() != 2 or feats.shape[1] != cin or nbr.shape != (n, kvol):
         raise ValueError(f"shape mismatch: feats {tuple(feats.shape)}, nbr {tuple(nbr.shape)}, weight K,Cin,Cout="
                          f"{kvol},{cin},{cout}")
-    out = torch.empty(n, cout, dtype=feats.dtype, device=feats.device)
+    dtype = feats.dtype
     if n == 0 or cout == 0:
-        return out
+        return torch.empty(n, cout, dtype=dtype, device=feats.device)
     if cin == 0:
-        return out.copy_(bias.expand(n, cout)) if bias is not None else out.zero_()
+        out = torch.zeros(n, cout, dtype=dtype, device=feats.device)
+        return out + bias.to(dtype) if bias is not None else out
     feats = feats.contiguous()
     nbr = nbr.contiguous()
-    if w.dtype != feats.dtype:
-        w = w.to(feats.dtype)
+    if w.dtype != dtype:
+        w = w.to(dtype)
     if bias is not None:
         bias = bias.contiguous()
     if autotune is None:
         autotune = os.environ.get("TRELLIS_KERNELS_AUTOTUNE", "1") != "0" and feats.is_cuda
-    args = (feats, nbr, w, bias if bias is not None else out, out, n, cin, cout,
-            w.stride(0), w.stride(1), w.stride(2), max(n, 1).bit_length())
-    meta = dict(KVOL=kvol, HAS_BIAS=bias is not None, EXACT_FP32=feats.dtype == torch.float32,
-                C_OUTER=channel_outer)
     if config is not None:
-        autotune = False
-    if autotune:
-        grid = lambda m: (triton.cdiv(cout, m["BLOCK_N"]), triton.cdiv(n, m["BLOCK_M"]))
-        kernel = _subm_conv_tuned[grid](*args, **meta)
-        _launch_info.record(LAST_LAUNCH, kernel, _subm_conv_tuned.best_config)
+        cfg = config
+    elif autotune:
+        key = (cin, cout, n.bit_length(), dtype, bias is not None, feats.device)
+        cfg, split = _TUNED.get(key) or _tune(key, feats, nbr, w, bias, n, cin, cout, dtype)
     else:
-        cfg = dict(config) if config is not None else heuristic_config(cin, cout, feats.dtype)
-        grid = (triton.cdiv(cout, cfg["BLOCK_N"]), triton.cdiv(n, cfg["BLOCK_M"]))
-        kernel = _subm_conv_kernel[grid](*args, **meta, **cfg)
-        _launch_info.record(LAST_LAUNCH, kernel, cfg)
-    return out
+        cfg, split = heuristic_config(cin, cout, dtype), 1
+    return _launch(feats, nbr, w, bias, n, cin, cout, dtype, cfg, split, channel_outer)
