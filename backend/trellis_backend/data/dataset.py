@@ -123,3 +123,15 @@ def iter_records(split: str = "train", start: int = 0, count: int = 100, **kw):
     """Generator over records of seeds start, start+1, ... (see make_record for kw)."""
     for s in range(start, start + count):
         yield make_record(s, split, **kw)
+
+
+def evaluation_set(n: int = 60, split: str = "heldout", start: int = 0, image_size: int | None = None) -> list[dict]:
+    """`n` records balanced over categories (item i has category CATEGORIES[i % 12]),
+    seeds start..start+n-1 of `split`. With the default split these are held-out
+    (category, colour) pairs captioned with held-out templates — the prompts and
+    input images of the evaluation. Each record also carries the object's voxels
+    (the ground truth for IoU)."""
+    from .splits import CATEGORIES
+
+    return [make_record(start + i, split, category=CATEGORIES[i % len(CATEGORIES)], image_size=image_size)
+            for i in range(n)]

@@ -122,7 +122,7 @@ def lamp(b: Builder) -> dict:
         H = b.u(1.5, 1.8)
         rs = H * b.u(0.14, 0.18)
         hs = H * b.u(0.18, 0.24)
-        pole_r = H * 0.012
+        pole_r = H * 0.015
         rb = rs * b.u(0.7, 0.9)
         tb = H * 0.022
     vox = H / 57.6
