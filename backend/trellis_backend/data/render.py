@@ -85,6 +85,81 @@ def surface_candidate_voxels(obj, resolution: int = RESOLUTION) -> np.ndarray:
     return np.argwhere(cand)
 
 
+def cloud_from_voxels(coords, colors, resolution: int = RESOLUTION, per_edge: int = 3) -> SurfaceCloud:
+    """Surface cloud of a coloured voxel set (blocky look): `per_edge`² points on every
+    exposed voxel face. `coords` int [N, 3] (or [N, 4] with a batch column),
+    `colors` [N, 3] in [0, 1]. Use it to look at stage-1/2 outputs."""
+    c = np.asarray(coords)
+    if c.ndim == 2 and c.shape[1] == 4:
+        c = c[:, 1:]
+    c = c.astype(np.int64)
+    col = np.asarray(colors, np.float32).reshape(-1, 3)
+    if col.size and col.max() > 1.5:
+        col = col / 255.0
+    occ = np.zeros((resolution + 2,) * 3, bool)
+    occ[c[:, 0] + 1, c[:, 1] + 1, c[:, 2] + 1] = True
+    h = 1.0 / resolution
+    g = (np.arange(per_edge) + 0.5) / per_edge - 0.5
+    uu, vv = [a.ravel() for a in np.meshgrid(g, g, indexing="ij")]
+    centers = (c + 0.5) * h - 0.5
+    P, N, C = [], [], []
+    for axis in range(3):
+        for sgn in (-1, 1):
+            nb = c + 1
+            nb[:, axis] += sgn
+            exposed = ~occ[nb[:, 0], nb[:, 1], nb[:, 2]]
+            if not exposed.any():
+                continue
+            o = [a for a in range(3) if a != axis]
+            base = centers[exposed]
+            pts = np.repeat(base, len(uu), 0)
+            pts[:, axis] += sgn * 0.5 * h
+            pts[:, o[0]] += np.tile(uu, len(base)) * h
+            pts[:, o[1]] += np.tile(vv, len(base)) * h
+            nrm = np.zeros_like(pts)
+            nrm[:, axis] = sgn
+            P.append(pts)
+            N.append(nrm)
+            C.append(np.repeat(col[exposed], len(uu), 0))
+    if not P:
+        z = np.zeros((0, 3), np.float32)
+        return SurfaceCloud(z, z, z, h / per_edge)
+    return SurfaceCloud(np.concatenate(P).astype(np.float32), np.concatenate(N).astype(np.float32),
+                        np.concatenate(C).astype(np.float32), h / per_edge)
+
+
+def cloud_from_mesh(vertices, faces, vertex_colors=None, n_points: int = 200_000, seed: int = 0) -> SurfaceCloud:
+    """Surface cloud of a triangle mesh (area-weighted samples, flat normals,
+    barycentric vertex colours; gray without colours). Render generated meshes
+    with ``render(cloud_from_mesh(...), backface_cull=False)`` if their winding is
+    not reliable."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    tri = v[f]
+    cr = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area = 0.5 * np.linalg.norm(cr, axis=1)
+    total = area.sum()
+    if len(f) == 0 or total <= 0:
+        z = np.zeros((0, 3), np.float32)
+        return SurfaceCloud(z, z, z, 1.0)
+    rng = np.random.default_rng(seed)
+    fi = rng.choice(len(f), n_points, p=area / total)
+    r1, r2 = rng.random(n_points), rng.random(n_points)
+    s = np.sqrt(r1)
+    w = np.stack([1 - s, s * (1 - r2), s * r2], 1)
+    pts = (tri[fi] * w[:, :, None]).sum(1)
+    nrm = cr[fi] / np.maximum(np.linalg.norm(cr[fi], axis=1, keepdims=True), 1e-12)
+    if vertex_colors is None:
+        col = np.full((n_points, 3), 0.7)
+    else:
+        vc = np.asarray(vertex_colors, np.float32)[:, :3]
+        if vc.max() > 1.5:
+            vc = vc / 255.0
+        col = (vc[f[fi]] * w[:, :, None]).sum(1)
+    return SurfaceCloud(pts.astype(np.float32), nrm.astype(np.float32), col.astype(np.float32),
+                        float(np.sqrt(total / n_points)))
+
+
 def camera_frame(yaw: float, pitch: float, radius: float = 2.0):
     """(origin, right, up, forward) of the look-at camera; angles in degrees."""
     y, p = np.deg2rad(yaw), np.deg2rad(pitch)
@@ -107,13 +182,15 @@ def random_view(rng: np.random.Generator, pitch_range=(-10.0, 50.0)) -> tuple[fl
 def render(obj, yaw: float = 135.0, pitch: float = 25.0, size: int = 256, radius: float = 2.0,
            fov: float = 40.0, ortho: bool = False, ortho_half_width: float = 0.7,
            background=None, ssaa: int = 1, cloud: SurfaceCloud | None = None,
-           light=(-0.45, 0.55, 0.7), ambient: float = 0.38) -> np.ndarray:
+           light=(-0.45, 0.55, 0.7), ambient: float = 0.38, backface_cull: bool = True) -> np.ndarray:
     """RGBA uint8 [size, size, 4] image of `obj` (ProceduralObject, Shape or SurfaceCloud).
 
     `background` None keeps a transparent background; an rgb triple in [0, 1]
     (or 0-255 ints) composites onto a plain colour (alpha stays the coverage).
     `light` is a direction in camera space (right, up, towards-camera).
     Pass a precomputed `cloud` to render several views of one object quickly.
+    `backface_cull=False` keeps every point and turns its normal to the camera
+    (for clouds whose normals may point inwards).
     """
     if cloud is None:
         cloud = obj if isinstance(obj, SurfaceCloud) else surface_cloud(obj, sub=cloud_detail(size * ssaa))
@@ -123,7 +200,11 @@ def render(obj, yaw: float = 135.0, pitch: float = 25.0, size: int = 256, radius
     N = cloud.normals.astype(np.float64)
     rel = P - origin
     z = rel @ fwd
-    vis = (N @ fwd) < 0.15  # back-face culling (normals point outward)
+    if backface_cull:
+        vis = (N @ fwd) < 0.15  # normals point outward
+    else:
+        vis = np.ones(len(P), bool)
+        N = N * -np.sign(N @ fwd + 1e-12)[:, None]
     if ortho:
         scale = S / (2 * ortho_half_width)
         px_size = 1.0 / scale
