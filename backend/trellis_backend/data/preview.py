@@ -11,7 +11,6 @@ import argparse
 import textwrap
 import time
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .render import render
