@@ -42,6 +42,7 @@ class JobController:
         self.extra_backend_args = ()  # appended to the server command line (tests, power users)
         self.extra_pythonpath = ()    # appended to the backend's PYTHONPATH
         self._timer_on = False
+        self._tick_fn = self._tick  # one bound method, so timers.is_registered/unregister can find it
 
     # -- backend -------------------------------------------------------------
     def backend_config(self, context):
@@ -216,7 +217,7 @@ class JobController:
     def _ensure_timer(self):
         if not self._timer_on:
             self._timer_on = True
-            bpy.app.timers.register(self._tick, first_interval=TIMER_INTERVAL, persistent=True)
+            bpy.app.timers.register(self._tick_fn, first_interval=TIMER_INTERVAL, persistent=True)
 
     def _tick(self):
         try:
@@ -252,8 +253,8 @@ class JobController:
             self.setup.cancel()
         if self.client is not None:
             self.client.stop()
-        if self._timer_on and bpy.app.timers.is_registered(self._tick):
-            bpy.app.timers.unregister(self._tick)
+        if bpy.app.timers.is_registered(self._tick_fn):
+            bpy.app.timers.unregister(self._tick_fn)
         self._timer_on = False
 
 

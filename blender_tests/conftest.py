@@ -1,0 +1,180 @@
+"""Harness for tests that run inside Blender (the ``bpy`` wheel from PyPI).
+
+Run with the Blender venv, not the backend one:
+    .venv-blender/bin/python -m pytest blender_tests
+The backend runs as a real subprocess with ``TRELLIS_BACKEND_PYTHON``
+(default ``.venv/bin/python``), exactly as the add-on starts it for a user.
+
+The add-on is enabled once per session through ``addon_utils`` from a symlink
+called ``trellis_blender`` (its name when installed); every test starts from an
+empty scene with preferences pointing at the test's own output folder.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DIR = os.path.join(ROOT, "tests")
+BACKEND_PYTHON = os.environ.get("TRELLIS_BACKEND_PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
+ADDON_NAME = "trellis_blender"
+
+# Must be set before the add-on resolves its data folder (venv, logs, outputs).
+_DATA_DIR = tempfile.mkdtemp(prefix="trellis-blender-data-")
+os.environ.setdefault("TRELLIS_BLENDER_DATA_DIR", _DATA_DIR)
+
+try:
+    import bpy  # noqa: E402
+except ImportError:  # pragma: no cover - wrong interpreter
+    pytest.exit("blender_tests need the bpy module: run them with .venv-blender/bin/python -m pytest blender_tests",
+                returncode=4)
+
+
+def backend_python_available():
+    return os.path.exists(BACKEND_PYTHON)
+
+
+needs_backend = pytest.mark.skipif(not backend_python_available(),
+                                   reason="backend interpreter %s not found (set TRELLIS_BACKEND_PYTHON)" % BACKEND_PYTHON)
+
+
+def run_backend(code, *args, timeout=600):
+    """Run Python code in the backend interpreter (torch, trimesh, ...); returns stdout."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "backend"), os.path.join(ROOT, "kernels"),
+                                                       TESTS_DIR]))
+    proc = subprocess.run([BACKEND_PYTHON, "-c", code, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError("backend helper failed:\n%s\n%s" % (proc.stdout[-3000:], proc.stderr[-3000:]))
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def addon_module():
+    import addon_utils
+
+    link_dir = tempfile.mkdtemp(prefix="trellis-addon-link-")
+    os.symlink(os.path.join(ROOT, "addon"), os.path.join(link_dir, ADDON_NAME))
+    sys.path.insert(0, link_dir)
+    module = addon_utils.enable(ADDON_NAME, default_set=True, handle_error=None)
+    assert module is not None, "add-on failed to enable"
+    yield module
+    addon_utils.disable(ADDON_NAME, default_set=True)
+
+
+@pytest.fixture
+def addon(addon_module, tmp_path):
+    """Enabled add-on, empty scene, preferences pointing at this test's folders."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    prefs = bpy.context.preferences.addons[ADDON_NAME].preferences
+    prefs.python_path = BACKEND_PYTHON
+    prefs.model_dir = ""
+    prefs.models_root = ""
+    prefs.device = "cpu"
+    prefs.output_dir = str(tmp_path / "out")
+    from trellis_blender import jobs
+
+    ctl = jobs.controller()
+    ctl.extra_backend_args, ctl.extra_pythonpath = (), ()
+    ctl.on_finish.clear()
+    yield addon_module
+    ctl = jobs.controller()
+    if ctl.busy:
+        ctl.cancel()
+        ctl.wait(timeout=30)
+    bpy.context.window_manager.trellis_status.state = "IDLE"
+
+
+@pytest.fixture
+def fake_model(addon, tmp_path):
+    """Point the add-on at the test-double pipeline (tests/test_server_double.py) -- fast and scriptable."""
+    from trellis_blender import jobs
+
+    folder = tmp_path / "fake-model"
+    folder.mkdir()
+    (folder / "pipeline.json").write_text(json.dumps({"name": "fake"}))
+    ctl = jobs.controller()
+    ctl.extra_backend_args = ("--pipeline-factory", "test_server_double:load")
+    ctl.extra_pythonpath = (TESTS_DIR,)
+    bpy.context.preferences.addons[ADDON_NAME].preferences.model_dir = str(folder)
+    return folder
+
+
+TINY_MODEL_BUILDERS = (
+    # (module, function) candidates the pipeline package may offer for a random-weight folder.
+    ("trellis_backend.pipeline.testing", "build_tiny_pipeline"),
+    ("trellis_backend.pipeline.testing", "make_tiny_pipeline_folder"),
+    ("trellis_backend.pipeline.tiny", "build_tiny_pipeline"),
+)
+
+
+def _build_tiny_model(folder, kind):
+    code = r"""
+import importlib, sys
+folder, kind = sys.argv[1], sys.argv[2]
+for mod, fn in %r:
+    try:
+        builder = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError):
+        continue
+    builder(folder, kind=kind)
+    print("built", mod, fn)
+    break
+else:
+    print("NO_BUILDER")
+""" % (TINY_MODEL_BUILDERS,)
+    return run_backend(code, folder, kind)
+
+
+@pytest.fixture(scope="session")
+def real_model_dir(tmp_path_factory):
+    """The embedded model if this checkout has it, else a tiny random-weight text+image model folder."""
+    if not backend_python_available():
+        pytest.skip("no backend interpreter")
+    embedded = os.path.join(ROOT, "models", "trellis-embedded")
+    if os.path.exists(os.path.join(embedded, "pipeline.json")) and not os.environ.get("TRELLIS_TEST_TINY_MODEL"):
+        return {"text": embedded, "image": embedded}
+    root = tmp_path_factory.mktemp("tiny-models")
+    out = {}
+    for kind in ("text", "image"):
+        folder = str(root / kind)
+        if "NO_BUILDER" in _build_tiny_model(folder, kind):
+            pytest.skip("trellis_backend.pipeline has no tiny-model builder yet")
+        out[kind] = folder
+    return out
+
+
+def pump_until(predicate, timeout=60.0):
+    """Drive the controller like Blender's timer would (the bpy module has no event loop)."""
+    from trellis_blender import jobs
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        jobs.controller().pump(timeout=0.05)
+        if predicate():
+            return True
+    raise AssertionError("condition not reached within %.0f s" % timeout)
+
+
+def status():
+    return bpy.context.window_manager.trellis_status
+
+
+def scene_fingerprint():
+    """Everything a failed job must leave untouched."""
+    return sorted((o.name, o.type, tuple(round(v, 6) for v in o.location), len(o.data.vertices) if o.type == "MESH" else 0)
+                  for o in bpy.data.objects), sorted(c.name for c in bpy.data.collections), \
+        sorted(m.name for m in bpy.data.meshes), sorted(m.name for m in bpy.data.materials)
+
+
+def add_user_objects():
+    """Stand-in for the artist's own work that must survive any failure."""
+    bpy.ops.mesh.primitive_cube_add(location=(3, 0, 0))
+    bpy.context.active_object.name = "UserCube"
+    bpy.ops.mesh.primitive_uv_sphere_add(location=(-3, 0, 0))
+    bpy.context.active_object.name = "UserSphere"
