@@ -107,8 +107,8 @@ def main(argv=None):
     runner = JobRunner(send, os.path.abspath(args.model) if args.model else args.model,
                        models_root=args.models_root, device=args.device, output_dir=args.output_dir,
                        factory=factory)
-    send(P.ready_event(pid=os.getpid(), model=runner.model, device=args.device,
-                       python=sys.executable))
+    send(P.ready_event(pid=os.getpid(), model=runner.model, device=args.device, python=sys.executable,
+                       backend_package=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     log.info("ready (model %s, device %s)", runner.model, args.device)
     code = serve(sys.stdin.buffer, send, runner)
     send.closed = True
