@@ -168,6 +168,17 @@ def cmd_assemble(args):
     _log(f"[assemble] wrote {args.out}" + (f" and {args.image_out}" if args.image_out else ""))
 
 
+def cmd_light_state(args):
+    """A weights-only copy of a state (float16 when asked): small enough to carry between machines;
+    `--resume` from it restarts the optimizer."""
+    state = torch.load(args.state, map_location="cpu", weights_only=False)
+    models = {k: {n: (v.half() if args.half and v.is_floating_point() else v) for n, v in sd.items()}
+              for k, sd in state["models"].items()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": state["step"], "models": models, "extra": state.get("extra", {})}, args.out)
+    _log(f"[light-state] {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m trellis_backend.training", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,6 +208,10 @@ def main(argv=None):
             p.add_argument("--image-encoder", default=None, help="start from this image encoder checkpoint")
             p.add_argument("--freeze-image-encoder", action="store_true")
             p.add_argument("--cond", default="both", choices=["both", "text", "image"])
+    p = sub.add_parser("light-state", help="weights-only copy of a state.pt (to carry between machines)")
+    p.add_argument("state")
+    p.add_argument("out")
+    p.add_argument("--half", action="store_true")
     p = sub.add_parser("assemble", help="write pipeline folders")
     p.add_argument("--out", required=True, help="text pipeline folder")
     p.add_argument("--image-out", default=None, help="image pipeline folder")
@@ -210,6 +225,8 @@ def main(argv=None):
     p.add_argument("--ss-params", default=None)
     p.add_argument("--slat-params", default=None)
     args = ap.parse_args(argv)
+    if args.stage == "light-state":
+        return cmd_light_state(args)
     if getattr(args, "data", None) is None and args.stage not in ("assemble",):
         args.data = str(Path(args.out).parent / "data")
     t0 = time.time()

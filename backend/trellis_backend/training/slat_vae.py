@@ -6,8 +6,9 @@ Targets (all derived from the analytic SDF of the object; see `data.make_object`
 * mesh decoder (`decode_features`, 101 channels per 256³ cube): corner SDF = the shape's
   SDF at the cube corners in fine-voxel units (world × 256, clipped to ±4; FlexiCubes only
   uses sign and ratios along edges, and the extractor's ``sdf_bias`` −1/256 is then a
-  negligible shift), deformation 0, FlexiCubes weights 0, corner colour = colour of the
-  nearest part, corner normal = the voxel's normal;
+  negligible shift), folded below 0.75 fine voxels depth (`fold_sdf`), deformation 0, FlexiCubes weights 0, corner colour = colour of the
+  nearest part, corner normal = the voxel's normal (both after the extractor's sigmoid, the
+  normal as (n + 1) / 2);
 * Gaussian decoder: every Gaussian's centre = its default position (voxel centre +
   tanh(perturbation)·0.75 voxel) projected onto the voxel's tangent plane (from the
   voxel's SDF and normal), colour = the voxel colour, opacity 0.95, scale 0.35 voxel,
@@ -56,6 +57,20 @@ def sparse_input(objs, device) -> SparseTensor:
     return SparseTensor(feats, coords)
 
 
+INNER_WALL_DEPTH = 1.5  # fine voxels
+
+
+def fold_sdf(s: torch.Tensor, depth: float = INNER_WALL_DEPTH) -> torch.Tensor:
+    """|s + d/2| - d/2: the true SDF outside and down to d/2 inside, positive again below depth d.
+
+    The structure is a one-voxel shell and FlexiCubes treats every cube outside it as
+    empty (sdf +1), so a second, inner surface is unavoidable. Folding the target puts that
+    wall `depth` fine voxels under the true surface, between predicted corners, where it
+    gets the surface colour, instead of at the shell's inner boundary, where half its
+    corners would carry the extractor's default colour (black)."""
+    return (s + depth / 2).abs() - depth / 2
+
+
 def _lattice_index(local: torch.Tensor) -> torch.Tensor:
     n = LATTICE_SUB + 1
     return (local[..., 0] * n + local[..., 1]) * n + local[..., 2]
@@ -81,7 +96,7 @@ def mesh_targets(objs, fine_coords: torch.Tensor, feats: torch.Tensor, device):
     parent_coords = fine_coords[::64, 1:].long() // 4  # every child group's parent
     local = fine_coords[:, 1:].long() - 4 * parent_coords.repeat_interleave(64, 0)
     idx = _lattice_index(local[:, None, :] + corners[None])  # [M, 8]
-    sdf = torch.gather(lat[parent], 1, idx)
+    sdf = fold_sdf(torch.gather(lat[parent], 1, idx))
     pid = torch.gather(part[parent], 1, idx)
     voxel_rgb = feats[:, 0:3]
     rgb = torch.where((pid >= 0)[..., None], table[(pid + offsets[parent][:, None]).clamp_min(0)],
@@ -162,8 +177,9 @@ class SLatVAETrainer(Trainer):
         with torch.no_grad():
             sign_acc = ((sdf > 0) == (sdf_t > 0)).float().mean()
         near = (sdf_t.abs() < 2.0).float()[..., None]
-        l_rgb = ((color[..., 0:3] - rgb_t).abs() * near).sum() / (near.sum() * 3).clamp_min(1)
-        l_nrm = ((color[..., 3:6] - normal_t[:, None, :]).abs() * near).sum() / (near.sum() * 3).clamp_min(1)
+        attrs = torch.sigmoid(color)  # the extractor passes vertex attributes through a sigmoid
+        l_rgb = ((attrs[..., 0:3] - rgb_t).abs() * near).sum() / (near.sum() * 3).clamp_min(1)
+        l_nrm = ((attrs[..., 3:6] - (normal_t[:, None, :] + 1) / 2).abs() * near).sum() / (near.sum() * 3).clamp_min(1)
         return {"mesh_sdf": l_sdf, "mesh_rgb": l_rgb, "mesh_normal": l_nrm, "mesh_deform": deform.pow(2).mean(),
                 "mesh_weights": weights.pow(2).mean(), "mesh_sign_acc": sign_acc}
 
