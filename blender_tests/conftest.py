@@ -105,48 +105,33 @@ def fake_model(addon, tmp_path):
     return folder
 
 
-TINY_MODEL_BUILDERS = (
-    # (module, function) candidates the pipeline package may offer for a random-weight folder.
-    ("trellis_backend.pipeline.testing", "build_tiny_pipeline"),
-    ("trellis_backend.pipeline.testing", "make_tiny_pipeline_folder"),
-    ("trellis_backend.pipeline.tiny", "build_tiny_pipeline"),
-)
+BUILD_TINY_MODEL = """
+import sys
+from trellis_backend.pipeline.random_model import make_random_model
+make_random_model(sys.argv[1], kind=sys.argv[2], steps=int(sys.argv[3]))
+print("built", sys.argv[1])
+"""
 
 
-def _build_tiny_model(folder, kind):
-    code = r"""
-import importlib, sys
-folder, kind = sys.argv[1], sys.argv[2]
-for mod, fn in %r:
-    try:
-        builder = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError):
-        continue
-    builder(folder, kind=kind)
-    print("built", mod, fn)
-    break
-else:
-    print("NO_BUILDER")
-""" % (TINY_MODEL_BUILDERS,)
-    return run_backend(code, folder, kind)
+def build_tiny_model(folder, kind, steps=3):
+    """A random-weight pipeline folder in the official layout (the pipeline package's own builder)."""
+    run_backend(BUILD_TINY_MODEL, str(folder), kind, str(steps))
+    return str(folder)
 
 
 @pytest.fixture(scope="session")
-def real_model_dir(tmp_path_factory):
-    """The embedded model if this checkout has it, else a tiny random-weight text+image model folder."""
+def real_models(tmp_path_factory):
+    """{'text': folder, 'image': folder}: the embedded model if this checkout has it, else tiny random ones.
+
+    Set TRELLIS_TEST_TINY_MODEL=1 to force the tiny random-weight folders.
+    """
     if not backend_python_available():
         pytest.skip("no backend interpreter")
     embedded = os.path.join(ROOT, "models", "trellis-embedded")
     if os.path.exists(os.path.join(embedded, "pipeline.json")) and not os.environ.get("TRELLIS_TEST_TINY_MODEL"):
         return {"text": embedded, "image": embedded}
     root = tmp_path_factory.mktemp("tiny-models")
-    out = {}
-    for kind in ("text", "image"):
-        folder = str(root / kind)
-        if "NO_BUILDER" in _build_tiny_model(folder, kind):
-            pytest.skip("trellis_backend.pipeline has no tiny-model builder yet")
-        out[kind] = folder
-    return out
+    return {kind: build_tiny_model(root / kind, kind) for kind in ("text", "image")}
 
 
 def pump_until(predicate, timeout=60.0):
