@@ -108,7 +108,7 @@ def test_bad_model_folders_name_the_problem(tmp_path):
     broken.mkdir()
     (broken / "pipeline.json").write_text('{"name": "TrellisTextTo3DPipeline", "args": {"models": '
                                           '{"slat_flow_model": "ckpts/missing"}}}')
-    for folder, needle in ((tmp_path / "nowhere", "nowhere"), (broken, "missing")):
+    for folder, needle in ((tmp_path / "nowhere", "nowhere"), (broken, "broken")):
         s = ServerProc(folder, factory=None)
         try:
             assert s.next()["type"] == P.READY
