@@ -80,9 +80,9 @@ def test_gaussian_ply_becomes_point_cloud_with_activated_attributes(addon, sampl
     depsgraph = bpy.context.evaluated_depsgraph_get()
     evaluated = obj.evaluated_get(depsgraph).to_mesh()
     assert len(evaluated.vertices) == 300 * 12 and len(evaluated.polygons) == 300 * 20  # ico spheres, detail 1
-    assert "color" in evaluated.attributes and "opacity" in evaluated.attributes
+    assert {"color", "splat_color", "opacity"} <= set(evaluated.attributes.keys())
     obj.evaluated_get(depsgraph).to_mesh_clear()
-    assert obj.material_slots[0].material.node_tree.nodes.get("Attribute") is not None
+    assert obj.material_slots[0].material.node_tree.nodes.get("Attribute").attribute_name == "splat_color"
 
     assert obj["trellis_kind"] == "gaussians" and obj["trellis_sidecar"] == "/x.npz"
     assert obj["trellis_prompt"] == "splats" and obj["trellis_seed"] == 4

@@ -10,6 +10,7 @@ object still imports as a plain point cloud with all its attributes.
 import bpy
 
 GROUP_NAME = "TRELLIS Splats"
+SHADING_COLOR = "splat_color"
 
 
 def _new_socket(group, in_out, socket_type, name):
@@ -24,6 +25,14 @@ def _output(node, name, index=0):
         if sock.name == name and getattr(sock, "enabled", True):
             return sock
     return node.outputs[index]
+
+
+def _input(node, name):
+    """The enabled input called ``name`` (3.x Store Named Attribute has one per data type)."""
+    for sock in node.inputs:
+        if sock.name == name and getattr(sock, "enabled", True):
+            return sock
+    return node.inputs[name]
 
 
 def _named_attribute(nodes, name, data_type, location):
@@ -60,9 +69,17 @@ def build_node_group():
     links.new(scale_attr, scaled.inputs[0])
     links.new(_output(gin, "Splat Size"), scaled.inputs["Scale"])
 
+    # Cycles does not resolve an Attribute node named "color" (a reserved name there), so the
+    # shading copy is stored under SHADING_COLOR; the data keeps the plain "color" attribute.
+    store = nodes.new("GeometryNodeStoreNamedAttribute")
+    store.data_type, store.domain, store.location = "FLOAT_COLOR", "POINT", (-500, 150)
+    store.inputs["Name"].default_value = SHADING_COLOR
+    links.new(_output(gin, "Geometry"), store.inputs["Geometry"])
+    links.new(_named_attribute(nodes, "color", "FLOAT_COLOR", (-700, 200)), _input(store, "Value"))
+
     inst = nodes.new("GeometryNodeInstanceOnPoints")
     inst.location = (-200, 0)
-    links.new(_output(gin, "Geometry"), inst.inputs["Points"])
+    links.new(store.outputs["Geometry"], inst.inputs["Points"])
     links.new(ico.outputs["Mesh"], inst.inputs["Instance"])
     links.new(_output(scaled, "Vector"), inst.inputs["Scale"])
 
@@ -123,7 +140,7 @@ def add_splat_modifier(obj, material):
 
 
 def splat_material(name="TRELLIS Splat"):
-    """Emission coloured by the ``color`` attribute, faded by ``opacity`` (splats carry radiance, not albedo)."""
+    """Emission coloured by the splat colour, faded by ``opacity`` (splats carry radiance, not albedo)."""
     mat = bpy.data.materials.new(name)
     mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
@@ -131,7 +148,7 @@ def splat_material(name="TRELLIS Splat"):
     out = nodes.new("ShaderNodeOutputMaterial")
     out.location = (500, 0)
     color = nodes.new("ShaderNodeAttribute")
-    color.attribute_name, color.location = "color", (-400, 100)
+    color.attribute_name, color.location = SHADING_COLOR, (-400, 100)
     opacity = nodes.new("ShaderNodeAttribute")
     opacity.attribute_name, opacity.location = "opacity", (-400, -150)
     emission = nodes.new("ShaderNodeEmission")

@@ -84,11 +84,25 @@ def setup_mesh_colors(obj, name):
     return mat
 
 
+class _legacy_numpy_aliases:
+    """Blender <= 3.5's glTF importer uses ``np.bool``, which NumPy 1.24 removed (Debian's Blender 3.4 +
+    python3-numpy hit this); provide the alias only while the importer runs."""
+
+    def __enter__(self):
+        self.added = not hasattr(np, "bool")
+        if self.added:
+            np.bool = bool
+
+    def __exit__(self, *exc):
+        if self.added:
+            del np.bool
+
+
 def import_glb(context, path, name, collection, created):
     """Import a GLB into ``collection``; appends every object it creates to ``created``."""
     _ensure_gltf_importer()
     before = set(bpy.data.objects)
-    with _window_override():
+    with _window_override(), _legacy_numpy_aliases():
         result = bpy.ops.import_scene.gltf(filepath=path)
     new = [o for o in bpy.data.objects if o not in before]
     created.extend(new)
