@@ -83,6 +83,26 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
             draw_wrapped(box, "%s: %s" % (status.error_type, status.error_message), icon="ERROR")
             if status.error_hint:
                 draw_wrapped(box, status.error_hint, icon="QUESTION")
+            if "Set up backend" in status.error_hint:
+                box.operator("trellis.setup_backend", icon="IMPORT")
+        draw_setup(layout, jobs.setup_state())
+
+
+def draw_setup(layout, setup):
+    """Live lines of a 'Set up backend' run (pip output), or why it failed."""
+    if not setup or setup.get("state") == "done" and not setup.get("lines"):
+        return
+    box = layout.box()
+    state = setup.get("state")
+    if state == "running":
+        box.label(text="Setting up backend: " + setup.get("step", ""), icon="TIME")
+        for line in setup.get("lines", [])[-3:]:
+            draw_wrapped(box, line)
+    elif state == "failed":
+        draw_wrapped(box, setup.get("error", ""), icon="ERROR")
+        draw_wrapped(box, setup.get("hint", ""), icon="QUESTION")
+    elif state == "done":
+        box.label(text="Backend environment ready", icon="CHECKMARK")
 
 
 def register():

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 TESTS_DIR = os.path.join(ROOT, "tests")
 BACKEND_PYTHON = os.environ.get("TRELLIS_BACKEND_PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
 ADDON_NAME = "trellis_blender"

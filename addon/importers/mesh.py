@@ -89,7 +89,11 @@ class _legacy_numpy_aliases:
     python3-numpy hit this); provide the alias only while the importer runs."""
 
     def __enter__(self):
-        self.added = not hasattr(np, "bool")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.added = not hasattr(np, "bool")
         if self.added:
             np.bool = bool
 
