@@ -60,12 +60,21 @@ def test_panel_draws_in_every_state(addon):
         scene = bpy.context.scene
         window_manager = bpy.context.window_manager
 
+    from trellis_blender import jobs
+
     st = bpy.context.window_manager.trellis_status
-    for state in ("IDLE", "STARTING", "RUNNING", "CANCELLING", "DONE", "FAILED", "CANCELLED"):
+    setups = [{}, {"state": "running", "step": "Installing", "lines": ["Collecting torch"] * 5},
+              {"state": "failed", "error": "pip failed", "hint": "check the network"}, {"state": "done", "lines": ["x"]}]
+    saved = jobs.setup_state
+    for i, state in enumerate(("IDLE", "STARTING", "RUNNING", "CANCELLING", "DONE", "FAILED", "CANCELLED")):
+        jobs.setup_state = lambda i=i: setups[i % len(setups)]
         st.state, st.stage, st.step, st.total = state, "slat", 3, 25
         st.error_type, st.error_message, st.error_hint = "X", "went wrong " * 20, "do this " * 20
         stub = type("P", (), {"layout": Layout()})()
-        panel.VIEW3D_PT_trellis.draw(stub, Ctx())
+        try:
+            panel.VIEW3D_PT_trellis.draw(stub, Ctx())
+        finally:
+            jobs.setup_state = saved
     st.state = "IDLE"
 
 
