@@ -52,7 +52,7 @@ def _configs():
     return cfg
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])  # N only bounds the row mask: one compiled variant for every voxel count
 def _subm_conv_kernel(F, NBR, W, BIAS, OUT, N, CIN, COUT,
                       stride_wk, stride_wc, stride_wo, SPLIT,
                       KVOL: tl.constexpr, HAS_BIAS: tl.constexpr, EXACT_FP32: tl.constexpr, C_OUTER: tl.constexpr,
@@ -115,6 +115,67 @@ def heuristic_config(cin: int, cout: int, dtype: torch.dtype) -> dict:
 
 # (config, split) chosen per (Cin, Cout, log2 N, dtype, bias, device) by timing the candidates once
 _TUNED: Dict[tuple, Tuple[dict, int]] = {}
+_TABLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned")
+_AUTOLOADED: set = set()
+
+
+def _gpu_tag(device) -> str:
+    name = torch.cuda.get_device_name(device)
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def tuned_table() -> List[dict]:
+    """The tuner's choices so far, as JSON-able rows (for `save_tuned`)."""
+    rows = []
+    for (cin, cout, log2n, dtype, bias, _device), (cfg, split) in sorted(_TUNED.items(), key=lambda kv: str(kv[0])):
+        rows.append(dict(cin=cin, cout=cout, log2n=log2n, dtype=str(dtype).replace("torch.", ""), bias=bias,
+                         config=dict(cfg), split=split))
+    return rows
+
+
+def save_tuned(path: str, device=None) -> int:
+    """Write the tuned (config, split) table as JSON (GPU name included); returns the number of rows."""
+    import json
+
+    rows = tuned_table()
+    gpu = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "cpu"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"gpu": gpu, "triton": triton.__version__, "rows": rows}, f, indent=1)
+    return len(rows)
+
+
+def load_tuned(path: str, device=None) -> int:
+    """Seed the tuner from a table written by `save_tuned` on the same kind of GPU (others are ignored)."""
+    import json
+
+    device = torch.device(device if device is not None else "cuda")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    with open(path) as f:
+        table = json.load(f)
+    if table.get("gpu") != torch.cuda.get_device_name(device):
+        return 0
+    n = 0
+    for r in table.get("rows", []):
+        key = (r["cin"], r["cout"], r["log2n"], getattr(torch, r["dtype"]), r["bias"], device)
+        _TUNED.setdefault(key, (dict(r["config"]), int(r["split"])))
+        n += 1
+    return n
+
+
+def _autoload(device) -> None:
+    """Once per device: seed the tuner from $TRELLIS_KERNELS_TUNED or tuned/<GPU name>.json when present."""
+    if device in _AUTOLOADED:
+        return
+    _AUTOLOADED.add(device)
+    paths = [os.environ.get("TRELLIS_KERNELS_TUNED", ""), os.path.join(_TABLE_DIR, _gpu_tag(device) + ".json")]
+    for path in paths:
+        if path and os.path.isfile(path):
+            try:
+                load_tuned(path, device)
+            except Exception:  # a damaged table only costs tuning time
+                pass
 
 
 def _candidates(n: int, cin: int, cout: int, num_sms: int) -> List[Tuple[dict, int]]:
@@ -202,6 +263,7 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
     if config is not None:
         cfg = config
     elif autotune:
+        _autoload(feats.device)
         key = (cin, cout, n.bit_length(), dtype, bias is not None, feats.device)
         cfg, split = _TUNED.get(key) or _tune(key, feats, nbr, w, bias, n, cin, cout, dtype)
     else:

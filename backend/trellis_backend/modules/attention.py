@@ -64,15 +64,26 @@ class MultiHeadAttention(nn.Module):
             self.k_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
         self.to_out = nn.Linear(channels, channels)
 
+    def context_kv(self, context: torch.Tensor):
+        """Cross-attention keys and values of `context` `[B, Lc, ctx]`: `([B, Lc, H, D], [B, Lc, H, D])`, keys
+        RMS-normalised when `qk_rms_norm`. Depends on the context only (`trellis_backend.accel` caches it per
+        sampling run)."""
+        k, v = self.to_kv(context).reshape(context.shape[0], context.shape[1], 2, self.num_heads, -1).unbind(dim=2)
+        if self.qk_rms_norm:
+            k = self.k_rms_norm(k)
+        return k, v
+
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, l, _ = x.shape
         if self._type == "self":
             q, k, v = self.to_qkv(x).reshape(b, l, 3, self.num_heads, -1).unbind(dim=2)
+            if self.qk_rms_norm:
+                q, k = self.q_rms_norm(q), self.k_rms_norm(k)
         else:
             q = self.to_q(x).reshape(b, l, self.num_heads, -1)
-            k, v = self.to_kv(context).reshape(b, context.shape[1], 2, self.num_heads, -1).unbind(dim=2)
-        if self.qk_rms_norm:
-            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
+            if self.qk_rms_norm:
+                q = self.q_rms_norm(q)
+            k, v = self.context_kv(context)
         h = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.to_out(h.transpose(1, 2).reshape(b, l, -1))
 
@@ -126,11 +137,18 @@ class SparseMultiHeadAttention(nn.Module):
                 h = sparse_windowed_self_attention(qkv, self.window_size, self.shift_window)
         else:
             q = self.to_q(x.feats).reshape(-1, heads, self.channels // heads)
-            b, lc = context.shape[:2]
-            kv = self.to_kv(context).reshape(b, lc, 2, heads, -1)
             if self.qk_rms_norm:
                 q = self.q_rms_norm(q)
-                k, v = kv.unbind(dim=2)
-                kv = torch.stack([self.k_rms_norm(k), v], dim=2)
-            h = sparse_cross_attention(x.replace(q), kv)
+            h = sparse_cross_attention(x.replace(q), self.context_kv(context))
         return x.replace(self.to_out(h.feats.reshape(h.feats.shape[0], -1)))
+
+    def context_kv(self, context: torch.Tensor) -> torch.Tensor:
+        """Cross-attention keys and values of the dense context `[B, Lc, ctx]` as `[B, Lc, 2, H, D]` (keys
+        RMS-normalised when `qk_rms_norm`). Depends on the context only (`trellis_backend.accel` caches it per
+        sampling run)."""
+        b, lc = context.shape[:2]
+        kv = self.to_kv(context).reshape(b, lc, 2, self.num_heads, -1)
+        if self.qk_rms_norm:
+            k, v = kv.unbind(dim=2)
+            kv = torch.stack([self.k_rms_norm(k), v], dim=2)
+        return kv

@@ -2,7 +2,10 @@
 
 Variable-length groups (batch items, or windows) are packed into a padded
 batch with a key-padding mask, so one SDPA call serves them all; groups that
-are all the same length skip the mask.
+are all the same length skip the mask. On CUDA a registered varlen kernel
+(`register_varlen_kernel`, e.g. `trellis_kernels.varlen_attention`, set by
+`trellis_backend.accel`) serves ragged groups and windows instead of the padded
+SDPA; equal-length groups stay on SDPA (cuDNN/flash).
 """
 from __future__ import annotations
 
@@ -13,6 +16,27 @@ import torch
 import torch.nn.functional as F
 
 from .tensor import SparseTensor
+
+# optional CUDA kernel: fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> [Tq, H, C]
+_varlen_kernel = None
+
+
+def register_varlen_kernel(fn) -> None:
+    """Let an accelerated varlen attention serve ragged groups of CUDA tensors (None: padded SDPA again)."""
+    global _varlen_kernel
+    _varlen_kernel = fn
+
+
+def get_varlen_kernel():
+    return _varlen_kernel
+
+
+def _use_kernel(x: torch.Tensor) -> bool:
+    return _varlen_kernel is not None and x.is_cuda
+
+
+def _cu_seqlens(lengths: torch.Tensor) -> torch.Tensor:
+    return torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)]).to(torch.int32)
 
 
 def _pack(x: torch.Tensor, group: torch.Tensor, pos: torch.Tensor, n_groups: int, max_len: int) -> torch.Tensor:
@@ -44,6 +68,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], v.shape[-1])
     ql = torch.as_tensor(list(q_lens), device=q.device)
     kl = torch.as_tensor(list(kv_lens), device=q.device)
+    if _use_kernel(q):
+        return _varlen_kernel(q, k, v, _cu_seqlens(ql), _cu_seqlens(kl), max(q_lens), max(kv_lens))
     qg, qp = _group_positions(ql)
     kg, kp = _group_positions(kl)
     lq, lk = max(q_lens), max(kv_lens)
@@ -98,6 +124,16 @@ def sparse_windowed_self_attention(qkv: SparseTensor, window_size: int, shift: i
         return qkv.replace(qkv.feats[:, 0])
     order, group, pos, n_groups, max_len, lengths = window_partition(qkv, window_size, shift)
     q, k, v = qkv.feats[order].unbind(dim=1)
+    if _use_kernel(q):
+        key = f"window_{window_size}_{shift}_cu"
+        cu = qkv.get_spatial_cache(key)
+        if cu is None:
+            cu = _cu_seqlens(lengths)
+            qkv.register_spatial_cache(key, cu)
+        out = _varlen_kernel(q, k, v, cu, cu, max_len, max_len)
+        result = torch.empty_like(out)
+        result[order] = out
+        return qkv.replace(result)
     qb = _pack(q, group, pos, n_groups, max_len).transpose(1, 2)
     kb = _pack(k, group, pos, n_groups, max_len).transpose(1, 2)
     vb = _pack(v, group, pos, n_groups, max_len).transpose(1, 2)
