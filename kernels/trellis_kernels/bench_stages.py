@@ -352,7 +352,8 @@ def _s_stage1(bench: Bench):
 
     def extra(acc):
         r = acc.runner(st.model(SS_FLOW))
-        return f"K/V cache {acc.kv_stats()}, graph captures {r.captures}, replays {r.replays}"
+        err = f", graph error: {r.graph_error}" if r.graph_error else ""
+        return f"K/V cache {acc.kv_stats()}, graph captures {r.captures}, replays {r.replays}{err}"
 
     _stage_rows(bench, "stage1", "plain: 25-step sampling (bf16 torso, PyTorch ops, SDPA)",
                 "accel: 25-step sampling (bf16, fused adaLN/qk-norm/GELU, K/V once, CUDA graphs)",
@@ -396,7 +397,8 @@ def _s_stage2(bench: Bench):
         try:
             med_g, samples, first = time_runs(lambda: stage2(st), 1, 3)
             _row(bench, "accel + CUDA graphs of the stage-2 forward (captured per run)", med_g,
-                 _note(samples, first, f"graph captures {r.captures}, replays {r.replays}"),
+                 _note(samples, first, f"graph captures {r.captures}, replays {r.replays}"
+                                       + (f", graph error: {r.graph_error}" if r.graph_error else "")),
                  RESULTS["stage2"].get("plain"))
             RESULTS["stage2"]["accel_graphs"] = med_g
         finally:

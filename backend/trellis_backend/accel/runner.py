@@ -36,6 +36,10 @@ def _is_sparse(x) -> bool:
     return hasattr(x, "feats") and hasattr(x, "coords")
 
 
+def x_is_cuda(x) -> bool:
+    return (x.feats if _is_sparse(x) else x).is_cuda
+
+
 class _FakeGraph:
     """Stand-in for torch.cuda.CUDAGraph off CUDA (tests): replay re-runs the captured function."""
 
@@ -131,6 +135,7 @@ class ModelRunner:
         self._casts: "OrderedDict[int, list]" = OrderedDict()  # id(cond) -> [cond, version, cast]
         self.replays = 0
         self.captures = 0
+        self.graph_error: Optional[str] = None
 
     # ------------------------------------------------------------------ helpers
     def _precision(self):
@@ -197,7 +202,20 @@ class ModelRunner:
             if _is_sparse(x) and g[1] is not x.coords:
                 self.graphs[key] = ("warm", x.coords)
                 return self.orig_forward(x, t, cond)
-            g = _Graph(self, x, t, cond)
+            try:
+                g = _Graph(self, x, t, cond)
+            except Exception as exc:  # a capture that fails leaves this runner eager (and says why)
+                import warnings
+
+                self.graph_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                warnings.warn(f"CUDA-graph capture failed, running eagerly: {self.graph_error}")
+                self.graphs_enabled = False
+                self.graphs.pop(key, None)
+                for c in self.kv_caches:
+                    c.pinned.clear()
+                if x_is_cuda(x):
+                    torch.cuda.synchronize()
+                return self.orig_forward(x, t, cond)
             self.graphs[key] = g
             self.captures += 1
         self.replays += 1

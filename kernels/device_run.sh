@@ -1,0 +1,44 @@
+#!/bin/bash
+# What the lent GPU ran for the stage table (docs/BENCHMARKS.md): bash kernels/device_run.sh <phase>
+#   phase 1: deps check, GPU tests of the fast path (tests/test_accel.py -m gpu), stage bench with tuning
+#   phase 2: stage bench with the tuned conv table and Triton cache of phase 1 (.whl/triton_cache.tgz)
+# Wheels of missing runtime deps (trimesh, plyfile) travel in .whl/ (see /work/.library/device/README.md).
+set -o pipefail
+cd "$(dirname "$0")/.."
+PHASE=${1:-1}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
+mkdir -p $TRITON_CACHE_DIR
+[ -f .whl/triton_cache.tgz ] && tar xzf .whl/triton_cache.tgz -C $TRITON_CACHE_DIR
+echo "== runtime deps on this machine"
+python3 - <<'PY'
+import importlib
+for m in ["safetensors", "numpy", "trimesh", "plyfile", "tqdm", "PIL"]:
+    try:
+        mod = importlib.import_module(m)
+        print(f"  {m} {getattr(mod, '__version__', '?')}")
+    except Exception as e:
+        print(f"  {m} MISSING ({type(e).__name__})")
+PY
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=$PYTHONPATH:/tmp/site
+nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu,clocks.sm --format=csv,noheader
+nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
+if [ "$PHASE" = 1 ]; then
+  echo "== GPU tests"
+  TRELLIS_KERNELS_AUTOTUNE=0 timeout ${TEST_TIMEOUT:-90} python3 -m pytest -q -m gpu tests/test_accel.py -s \
+    -p no:cacheprovider > "$OUT/tests.log" 2>&1
+  echo "tests rc=$?"
+  grep -E "rel err|GELU epilogue|passed|failed|Error|assert" "$OUT/tests.log" | tail -30
+  EXTRA="TRELLIS_STAGE_PLAIN_REPEATS=1 TRELLIS_STAGE_REPEATS=3"
+else
+  EXTRA="TRELLIS_STAGE_PLAIN_REPEATS=${PLAIN_REPEATS:-0} TRELLIS_STAGE_REPEATS=${REPEATS:-5}"
+fi
+echo "== stage bench"
+env $EXTRA TRELLIS_STAGE_PROFILE=${PROFILE:-1} TRELLIS_STAGE_BUDGET=${BUDGET:-140} \
+  timeout ${BENCH_TIMEOUT:-165} python3 -m trellis_kernels.bench --groups stages --out "$OUT/stages.md" \
+  --save-tuned "$OUT/tuned_conv.json" > "$OUT/bench.log" 2>&1
+echo "bench rc=$?"
+grep -E "^\[|^  |Error|error" "$OUT/bench.log" | grep -v "^    " | cut -c1-230 | tail -60
+tar czf "$OUT/triton_cache.tgz" -C $TRITON_CACHE_DIR . 2>/dev/null
+ls -la "$OUT"
