@@ -20,16 +20,21 @@ def draw_wrapped(layout, text, width=44, icon="NONE"):
         layout.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
 
 
+STAGE_LABELS = {"load": "Loading model", "condition": "Encoding input", "sparse_structure": "Structure",
+                "slat": "Details", "decode": "Decoding", "export": "Writing files"}
+
+
 def draw_progress(layout, status):
-    label = status.stage or status.state.lower()
-    if status.total > 0:
-        label = "%s %d/%d" % (label, status.step, status.total)
+    stage = STAGE_LABELS.get(status.stage, status.stage.replace("_", " ").capitalize() or status.state.title())
+    if status.state == "CANCELLING":
+        stage = "Cancelling (%s)" % stage
+    label = "%s %d/%d" % (stage, status.step, status.total) if status.total > 0 else stage
     factor = status.step / status.total if status.total > 0 else 0.0
     if HAS_PROGRESS:
         layout.progress(factor=factor, type="BAR", text=label)
-    else:
-        layout.label(text="%s (%d%%)" % (label, round(100 * factor)), icon="TIME")
-    if status.message:
+    else:  # Blender < 4.0: no progress widget
+        layout.label(text="%s  %d%%" % (label, round(100 * factor)), icon="TIME")
+    if status.message and not status.message.startswith(status.stage):
         draw_wrapped(layout, status.message)
 
 

@@ -43,6 +43,30 @@ def tag_object(obj, kind, files, settings):
     obj["trellis_job"] = settings.get("job_id", "")
 
 
+def show_colors_in_solid(context):
+    """Solid mode shows a mesh's colour attribute only with colour type 'Attribute' (VERTEX): switch it on.
+
+    Done for Workbench renders (scene display) always, and for open viewports unless the
+    'Show colours in Solid view' preference is off.
+    """
+    from ..preferences import get_prefs
+
+    try:
+        context.scene.display.shading.color_type = "VERTEX"
+    except (AttributeError, TypeError):
+        pass
+    prefs = get_prefs(context)
+    if prefs is not None and not prefs.show_colors_in_solid:
+        return
+    wm = context.window_manager
+    for window in (wm.windows if wm else ()):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                for space in area.spaces:
+                    if space.type == "VIEW_3D":
+                        space.shading.color_type = "VERTEX"
+
+
 def _remove(objects):
     for obj in objects:
         try:
@@ -78,6 +102,7 @@ def import_result(context, files, settings):
         for obj in imported:
             if obj.parent is None:
                 obj.location = obj.location + cursor
+        show_colors_in_solid(context)
         return imported
     except BaseException:
         _remove(created)

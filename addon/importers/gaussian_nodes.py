@@ -108,7 +108,13 @@ def build_node_group():
 def splat_node_group():
     group = bpy.data.node_groups.get(GROUP_NAME)
     if group is None or group.bl_idname != "GeometryNodeTree":
-        group = build_node_group()
+        before = set(bpy.data.node_groups)
+        try:
+            group = build_node_group()
+        except Exception:
+            for half_built in set(bpy.data.node_groups) - before:  # never leave a broken group to be reused
+                bpy.data.node_groups.remove(half_built)
+            raise
     return group
 
 
