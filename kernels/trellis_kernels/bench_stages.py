@@ -156,12 +156,33 @@ def _row(bench: Bench, impl: str, ms: float, note: str, baseline: Optional[float
     bench.row(impl, ms=ms, note=note)
 
 
+@contextlib.contextmanager
+def plain_kernels():
+    """The backend's own PyTorch conv and padded-SDPA attention (the fast-path hooks are global: another
+    model's accel.enable would otherwise serve this model too)."""
+    from trellis_backend.sparse import attention as sattn
+    from trellis_backend.sparse import conv as sconv
+
+    saved = (sconv._fast_kernel, sattn.get_varlen_kernel())
+    sconv.register_fast_kernel(None)
+    sattn.register_varlen_kernel(None)
+    try:
+        yield
+    finally:
+        sconv.register_fast_kernel(saved[0])
+        sattn.register_varlen_kernel(saved[1])
+
+
 def _plain_runs(fn):
-    return time_runs(fn, _env_int("TRELLIS_STAGE_PLAIN_WARMUP", 1), _env_int("TRELLIS_STAGE_PLAIN_REPEATS", 2))
+    with plain_kernels():
+        return time_runs(fn, _env_int("TRELLIS_STAGE_PLAIN_WARMUP", 1), _env_int("TRELLIS_STAGE_PLAIN_REPEATS", 2))
 
 
 def _note(samples: List[float], first: Optional[float], extra: str = "") -> str:
-    parts = [f"n={len(samples)}, min {min(samples):.1f}, max {max(samples):.1f}"]
+    if len(samples) <= 6:
+        parts = [f"runs {', '.join(f'{v:.1f}' for v in samples)}"]
+    else:
+        parts = [f"n={len(samples)}, min {min(samples):.1f}, max {max(samples):.1f}"]
     if first is not None:
         parts.append(f"first run {first:.0f} ms")
     if extra:
@@ -303,11 +324,36 @@ def _profile(fn: Callable[[], object], title: str, rows: int = 18) -> None:
             f.write(f"---- profile: {title}\n{table}\n")
 
 
+def _profile_run(fn: Callable[[], object], title: str, rows: int = 14) -> None:
+    """Where the host time of a whole run goes, and how often it waits for the GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        _sync()
+    ev = prof.key_averages()
+    syncs = {e.key: e.count for e in ev if any(w in e.key for w in (
+        "Synchronize", "aten::item", "_local_scalar_dense", "cudaMemcpy", "aten::nonzero", "aten::unique",
+        "cudaMalloc", "cudaFree"))}
+    cpu = sum(e.self_cpu_time_total for e in ev) / 1e3
+    gpu = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in ev) / 1e3
+    table = ev.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=50)
+    text = (f"---- whole-run profile: {title}: host self time {cpu:.0f} ms, device time {gpu:.0f} ms; "
+            f"sync/alloc events {syncs}\n{table}")
+    print(text, flush=True)
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "profiles.txt"), "a") as f:
+            f.write(text + "\n")
+
+
 def _dit_rows(bench: Bench, st: _State, key: str, label: str, accelerated: bool) -> None:
     if not accelerated:
         st.plain(key)
     run = _forward_b2(st, key)
-    med, samples, first = time_runs(run, 3, 10)
+    with plain_kernels() if not accelerated else contextlib.nullcontext():
+        med, samples, first = time_runs(run, 3, 10)
     what = f"forward_b2_{key}"
     base = RESULTS.get(what, {}).get("plain") if accelerated else None
     _row(bench, f"{'accel' if accelerated else 'plain'}: one CFG forward (B=2) of {label}", med,
@@ -390,6 +436,17 @@ def _s_stage2(bench: Bench):
         "accel: 25-step sampling (bf16, Triton conv, fused adaLN/qk-norm/GELU, K/V once, cached down-sampling)",
         lambda: stage2(st), SLAT_FLOW, lambda a: f"K/V cache {a.kv_stats()}", plain)
     _dit_rows(bench, st, SLAT_FLOW, "SLat DiT-L (2x20K voxels)", True)
+    if os.environ.get("TRELLIS_STAGE_PROFILE") == "1" and _budget_left() > 60:
+        _profile_run(lambda: stage2(st), "stage-2 sampling run (accel, eager)")
+    if os.environ.get("TRELLIS_STAGE_GC_ROW", "1") == "1" and _budget_left() > 50:
+        gc.collect()
+        gc.disable()
+        try:
+            med_gc, samples, first = time_runs(lambda: stage2(st), 0, 3)
+        finally:
+            gc.enable()
+        _row(bench, "accel, Python GC paused during the runs (diagnostic)", med_gc, _note(samples, None),
+             RESULTS["stage2"].get("plain"))
     if os.environ.get("TRELLIS_STAGE_GRAPHS2", "1") == "1" and _budget_left() > 45:
         r = acc.runner(st.model(SLAT_FLOW))
         before = r.graphs_enabled

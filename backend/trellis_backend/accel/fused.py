@@ -88,20 +88,66 @@ def _rms(norm, t: torch.Tensor) -> torch.Tensor:
     return tk.qk_rmsnorm(t, norm.gamma)
 
 
+def _uniform_flags(attn, context):
+    """Which batch items have a uniform context (from the K/V cache entry; None without the cache)."""
+    if os.environ.get("TRELLIS_ACCEL_UNIFORM_CONTEXT", "1") == "0":
+        return None
+    cache = attn.__dict__.get("context_kv")
+    uniform = getattr(cache, "uniform", None)
+    flags = uniform(context) if uniform is not None else None
+    return flags if flags and any(flags) else None
+
+
+def _runs(flags):
+    """Consecutive runs (start, stop, uniform) of equal flags."""
+    out, start = [], 0
+    for i in range(1, len(flags) + 1):
+        if i == len(flags) or flags[i] != flags[start]:
+            out.append((start, i, flags[start]))
+            start = i
+    return out
+
+
+def _value_row_out(attn, v: torch.Tensor, item: int) -> torch.Tensor:
+    """Attention output of an item whose keys are all equal: its value row, projected (`[1, C]`)."""
+    return attn.to_out(v[item, 0].reshape(1, -1))
+
+
 def mha_forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
-    """MultiHeadAttention.forward (dense; full self- or cross-attention)."""
+    """MultiHeadAttention.forward (dense; full self- or cross-attention).
+
+    Cross-attention skips batch items whose context is uniform (every key equal: the softmax is uniform,
+    the output is the value row; e.g. the zero negative condition of the CFG batch).
+    """
     b, l, _ = x.shape
     if self._type == "self":
         q, k, v = self.to_qkv(x).reshape(b, l, 3, self.num_heads, -1).unbind(dim=2)
         if self.qk_rms_norm:
             q, k = _rms(self.q_rms_norm, q), _rms(self.k_rms_norm, k)
-    else:
-        q = self.to_q(x).reshape(b, l, self.num_heads, -1)
-        if self.qk_rms_norm:
-            q = _rms(self.q_rms_norm, q)
-        k, v = self.context_kv(context)
+        return _dense_attend(self, q, k, v)
+    k, v = self.context_kv(context)
+    flags = _uniform_flags(self, context)
+    if flags is None:
+        return _dense_attend(self, _dense_q(self, x), k, v)
+    pieces = []
+    for a, z, uniform in _runs(flags):
+        if uniform:
+            for i in range(a, z):
+                pieces.append(_value_row_out(self, v, i).expand(1, l, -1))
+        else:
+            pieces.append(_dense_attend(self, _dense_q(self, x[a:z]), k[a:z], v[a:z]))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+
+
+def _dense_q(attn, x: torch.Tensor) -> torch.Tensor:
+    q = attn.to_q(x).reshape(x.shape[0], x.shape[1], attn.num_heads, -1)
+    return _rms(attn.q_rms_norm, q) if attn.qk_rms_norm else q
+
+
+def _dense_attend(attn, q, k, v) -> torch.Tensor:
+    b, l = q.shape[:2]
     h = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return self.to_out(h.transpose(1, 2).reshape(b, l, -1))
+    return attn.to_out(h.transpose(1, 2).reshape(b, l, -1))
 
 
 def _cu_seqlens(x, key: str, lens) -> torch.Tensor:
@@ -148,10 +194,13 @@ def sparse_mha_forward(self, x, context=None):
                 qkv = torch.stack([_rms(self.q_rms_norm, q), _rms(self.k_rms_norm, k), v], dim=1)
             h = sparse_windowed_self_attention(x.replace(qkv), self.window_size, self.shift_window).feats
     else:
+        kv = self.context_kv(context)
+        flags = _uniform_flags(self, context)
+        if flags is not None and x.feats.shape[0] > 0:
+            return x.replace(_sparse_cross_uniform(self, x, kv, flags))
         q = self.to_q(x.feats).reshape(-1, heads, d)
         if self.qk_rms_norm:
             q = _rms(self.q_rms_norm, q)
-        kv = self.context_kv(context)
         if x.feats.shape[0] == 0:
             h = sparse_cross_attention(x.replace(q), kv).feats
         else:
@@ -159,6 +208,31 @@ def sparse_mha_forward(self, x, context=None):
             k, v = kv.reshape(b * lc, *kv.shape[2:]).unbind(dim=1)
             h = _varlen(x, q, k, v, kv_len=lc)
     return x.replace(self.to_out(h.reshape(h.shape[0], -1)))
+
+
+def _sparse_cross_uniform(attn, x, kv: torch.Tensor, flags) -> torch.Tensor:
+    """Sparse cross-attention output rows, skipping the attention of items with a uniform context."""
+    heads = attn.num_heads
+    d = attn.channels // heads
+    layout = x.layout
+    lc = kv.shape[1]
+    pieces = []
+    for a, z, uniform in _runs(flags):
+        if uniform:
+            v = kv[:, :1, 1]  # [B, 1, H, D]
+            for i in range(a, z):
+                n = layout[i].stop - layout[i].start
+                pieces.append(_value_row_out(attn, v, i).expand(n, -1))
+            continue
+        r0, r1 = layout[a].start, layout[z - 1].stop
+        q = attn.to_q(x.feats[r0:r1]).reshape(-1, heads, d)
+        if attn.qk_rms_norm:
+            q = _rms(attn.q_rms_norm, q)
+        k, v = kv[a:z].reshape((z - a) * lc, *kv.shape[2:]).unbind(dim=1)
+        lens = [layout[i].stop - layout[i].start for i in range(a, z)]
+        h = varlen_attention(q, k, v, lens, [lc] * (z - a))
+        pieces.append(attn.to_out(h.reshape(h.shape[0], -1)))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
 
 
 # ---------------------------------------------------------------------------- blocks

@@ -24,6 +24,7 @@ taking its maximum length from the host.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, List, Optional
 
@@ -82,11 +83,14 @@ class _Graph:
             return runner.orig_forward(self.static_in, self.static_t, self.static_cond)
 
         if feats.is_cuda and not runner.fake_graphs:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up on a side stream, as torch.cuda.graph's docs ask
-                call()
-            torch.cuda.current_stream().wait_stream(side)
+            if not self.sparse or runner.sparse_warmup:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up on a side stream, as torch.cuda.graph's docs ask
+                    call()
+                torch.cuda.current_stream().wait_stream(side)
+            # sparse graphs are re-captured per voxel set: the eager call just made at this signature was the
+            # warm-up (kernels compiled and tuned, neighbour maps built), so one more forward is not spent here
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
                 self.static_out = call()
@@ -136,6 +140,7 @@ class ModelRunner:
         self.replays = 0
         self.captures = 0
         self.graph_error: Optional[str] = None
+        self.sparse_warmup = False
 
     # ------------------------------------------------------------------ helpers
     def _precision(self):
@@ -145,25 +150,42 @@ class ModelRunner:
             return torch.autocast("cpu", enabled=False)
         return contextlib.nullcontext()
 
+    def _drop_cast(self, key: int, ref) -> None:
+        e = self._casts.get(key)
+        if e is not None and e[0] is ref:
+            del self._casts[key]
+
     def _cast_cond(self, cond):
+        """The condition in the model dtype, the same tensor for every call with the same `cond` (held weakly)."""
         dtype = getattr(self.model, "dtype", None)
         if cond is None or not isinstance(cond, torch.Tensor) or dtype is None or cond.dtype == dtype:
             return cond
-        e = self._casts.get(id(cond))
-        if e is not None and e[0] is cond and e[1] == cond._version:
-            self._casts.move_to_end(id(cond))
+        key = id(cond)
+        e = self._casts.get(key)
+        if e is not None and e[0]() is cond and e[1] == cond._version:
+            self._casts.move_to_end(key)
             return e[2]
         cast = cond.to(dtype)
-        self._casts[id(cond)] = [cond, cond._version, cast]
+        ref = weakref.ref(cond, lambda r, k=key: self._drop_cast(k, r))
+        self._casts[key] = [ref, cond._version, cast]
         while len(self._casts) > 4:
             self._casts.popitem(last=False)
         return cast
 
+    def _uniform(self, cond) -> tuple:
+        """Uniform-context flags of `cond` (part of a graph's signature: they shape the captured work)."""
+        for c in self.kv_caches:
+            c(cond)  # makes (or finds) the entry, flags included
+            flags = c.uniform(cond)
+            return flags if flags is not None else ()
+        return ()
+
     def _signature(self, x, t, cond):
         sig = lambda a: None if a is None else (tuple(a.shape), a.dtype, a.device)  # noqa: E731
+        flags = self._uniform(cond) if cond is not None else ()
         if _is_sparse(x):
-            return ("sparse", x.batch_size, sig(x.feats), sig(t), sig(cond))
-        return ("dense", sig(x), sig(t), sig(cond))
+            return ("sparse", x.batch_size, sig(x.feats), sig(t), sig(cond), flags)
+        return ("dense", sig(x), sig(t), sig(cond), flags)
 
     def release_graphs(self) -> None:
         for g in self.graphs.values():
