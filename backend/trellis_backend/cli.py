@@ -115,15 +115,21 @@ def _validate_inputs(args) -> None:
             raise BadInputError(f"--{opt.replace('_', '-')} must be at least 1, got {val}")
     if args.texture_size < 0 or args.texture_size > 8192:
         raise BadInputError("--texture-size must be between 0 and 8192")
-    try:
-        from .pipeline.pipeline import normalize_formats
-    except ImportError:  # pragma: no cover
-        return
+    from .pipeline.options import check_name, normalize_formats
+
     args.formats_norm = normalize_formats(args.formats)
     if args.name is not None:
-        from .pipeline.pipeline import _check_name
-
-        _check_name(args.name)
+        check_name(args.name)
+    try:
+        margs = json.loads((model / "pipeline.json").read_text()).get("args", {})
+    except Exception:
+        return  # the pipeline loader reports a damaged pipeline.json with details
+    if margs.get("image_cond_model") and args.prompt is not None:
+        raise BadInputError(f"{model} is an image-conditioned model; it cannot take a text prompt",
+                            hint="Use --image with an RGBA image, or a text-conditioned model folder.")
+    if margs.get("text_cond_model") and args.image:
+        raise BadInputError(f"{model} is a text-conditioned model; it cannot take an image",
+                            hint="Use --prompt, or an image-conditioned model folder.")
 
 
 def _default_name(args) -> str:

@@ -33,42 +33,19 @@ import torch
 
 from ..errors import (BadInputError, Cancelled, CheckpointMismatchError, MissingFileError, OutOfMemoryError,
                       TrellisError)
+from .options import FORMAT_ALIASES, check_name as _check_name, normalize_formats  # noqa: F401
 from .samplers import build_sampler
 
 PIPELINE_VERSION = "trellis-blender-pipeline/1"
 
 ProgressFn = Callable[[str, int, int, str], None]
 
-FORMAT_ALIASES = {
-    "mesh": "mesh", "glb": "mesh",
-    "gaussians": "gaussians", "gaussian": "gaussians", "ply": "gaussians",
-    "radiance_field": "radiance_field", "rf": "radiance_field",
-    "slat": "slat",
-}
 EAGER_MODELS = ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model")
 DECODERS = {"mesh": "slat_decoder_mesh", "gaussians": "slat_decoder_gs", "radiance_field": "slat_decoder_rf"}
 
 
 class EmptyStructureError(TrellisError):
     hint = "The model produced no occupied voxels for this input; try another seed or a higher stage-1 CFG."
-
-
-def normalize_formats(formats: Union[str, Sequence[str], None]) -> Tuple[str, ...]:
-    if formats is None:
-        return ("mesh", "gaussians")
-    if isinstance(formats, str):
-        formats = [f for f in formats.replace(";", ",").split(",") if f.strip()]
-    out = []
-    for f in formats:
-        key = FORMAT_ALIASES.get(str(f).strip().lower())
-        if key is None:
-            raise BadInputError(f"unknown output format {f!r}",
-                                hint="Use any of: mesh (glb), gaussians (ply), radiance_field, slat.")
-        if key not in out:
-            out.append(key)
-    if not out:
-        raise BadInputError("no output format given", hint="Use any of: mesh (glb), gaussians (ply), slat.")
-    return tuple(out)
 
 
 # ------------------------------------------------------------------ device / dtype
@@ -540,8 +517,8 @@ class TrellisPipeline:
             out.mkdir(parents=True, exist_ok=True)
             steps = (["glb"] if "mesh" in fmts else []) + (["ply"] if "gaussians" in fmts else []) + ["slat"]
             for i, kind in enumerate(steps):
-                self._check_cancel(cancel, f"before writing the {kind} file")
                 report("export", i, len(steps), f"writing {kind}")
+                self._check_cancel(cancel, f"before writing the {kind} file")
                 if kind == "glb":
                     path = out / f"{name}.glb"
                     info = export.write_glb(path, mesh, gaussians=gaussians, texture_size=texture_size)
@@ -668,8 +645,3 @@ class TrellisPipeline:
         self.models.clear()
         self.conditioner = None
         _free_memory(self.device)
-
-
-def _check_name(name: str) -> None:
-    if not name or any(c in name for c in '/\\:*?"<>|\0') or name in (".", ".."):
-        raise BadInputError(f"invalid output name {name!r}", hint="Use a plain file name without folders.")
