@@ -110,7 +110,7 @@ def cmd_slat_vae(args):
     models = [build_fresh(*cfg[k][1:]) for k in ("slat_encoder", "slat_decoder_gs", "slat_decoder_mesh",
                                                  "slat_decoder_rf")]
     tr = SLatVAETrainer(*models, store, cfg, batch_size=args.batch or 8, mesh_batch=args.mesh_batch,
-                        **_trainer_kw(args, 5e-4))
+                        freeze_encoder_after=args.freeze_encoder_after, **_trainer_kw(args, 5e-4))
     if args.resume:
         tr.load()
     return tr.run()
@@ -124,6 +124,11 @@ def cmd_flow(args, stage: str):
     from .text_embed import load_text_encoder
 
     cfg = model_configs(args.preset)
+    if args.wait_for:
+        t0 = time.time()
+        while not Path(args.wait_for).exists() and time.time() - t0 < args.data_timeout:
+            time.sleep(2)
+        _log(f"[{stage}_flow] waited {time.time() - t0:.0f}s for {args.wait_for}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_images = args.cond in ("both", "image")
     store = _store(args, ("images",), keep={"coords", "feats", "images", "captions"} if use_images
@@ -200,6 +205,8 @@ def main(argv=None):
             p.add_argument("--resolution", type=int, default=64, help="occupancy grid (64; smaller for quick tests)")
         if name == "slat_vae":
             p.add_argument("--mesh-batch", type=int, default=4)
+            p.add_argument("--freeze-encoder-after", type=float, default=None,
+                           help="seconds; then export the encoder + latent stats and train only the decoders")
         if name in ("ss_flow", "slat_flow"):
             p.add_argument("--ss-vae", default=None, help="ss_vae stage dir (its encoder makes the stage-1 latents)")
             p.add_argument("--slat-vae", default=None, help="slat_vae stage dir (encoder + latent_stats.json)")
@@ -208,6 +215,7 @@ def main(argv=None):
             p.add_argument("--image-encoder", default=None, help="start from this image encoder checkpoint")
             p.add_argument("--freeze-image-encoder", action="store_true")
             p.add_argument("--cond", default="both", choices=["both", "text", "image"])
+            p.add_argument("--wait-for", default=None, help="file to wait for before starting (e.g. encoder_ready)")
     p = sub.add_parser("light-state", help="weights-only copy of a state.pt (to carry between machines)")
     p.add_argument("state")
     p.add_argument("out")

@@ -47,6 +47,9 @@ class LoadedModel:
         from ..pipeline.conditioning import build_conditioner
         from ..pipeline.samplers import build_sampler
 
+        from .autocast_conv import install
+
+        install()
         self.folder = Path(folder).resolve()
         self.device = torch.device(device)
         self.config = json.loads((self.folder / "pipeline.json").read_text())
@@ -86,7 +89,7 @@ class LoadedModel:
 @torch.no_grad()
 def generate_batch(m: LoadedModel, cond: torch.Tensor, neg: torch.Tensor, seeds: List[int],
                    ss_params: Optional[dict] = None, slat_params: Optional[dict] = None,
-                   decode: bool = True) -> List[dict]:
+                   decode: bool = True, max_voxels: int = 40000) -> List[dict]:
     """Generate one object per condition row; noise per item as the pipeline draws it
     (CPU generator seeded with the item's seed: stage-1 noise, then stage-2 noise)."""
     from ..sparse import SparseTensor
@@ -101,7 +104,8 @@ def generate_batch(m: LoadedModel, cond: torch.Tensor, neg: torch.Tensor, seeds:
         logits = m.models["sparse_structure_decoder"](z.float())
     coords_all = torch.argwhere(logits > 0)[:, [0, 2, 3, 4]].int()
     out = [{"coords": coords_all[coords_all[:, 0] == b, 1:].cpu()} for b in range(len(seeds))]
-    keep = [b for b in range(len(seeds)) if len(out[b]["coords"]) > 0]
+    # an unusable structure (empty, or a blob filling the grid) is scored as a failure, not decoded
+    keep = [b for b in range(len(seeds)) if 0 < len(out[b]["coords"]) <= max_voxels]
     if not keep or not decode:
         return out
     sflow = m.models["slat_flow_model"]

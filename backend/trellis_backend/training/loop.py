@@ -75,7 +75,7 @@ class Trainer:
         self.step = 0
         self._start_step = 0
         self.extra: dict = {}
-        self.log = log
+        self.log = log or (lambda *a, **k: None)
         self.t_start = time.time()
         self._history: list = []
 

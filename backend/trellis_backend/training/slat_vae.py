@@ -38,6 +38,9 @@ from ..sparse import SparseTensor
 from .checkpoints import export_model
 from .data import LATTICE_SUB, ObjectStore, batch_coords
 from .loop import Trainer
+from . import autocast_conv
+
+autocast_conv.install()
 
 GS_TARGET_OPACITY = 0.95
 GS_TARGET_SCALE_VOXELS = 0.35
@@ -106,11 +109,24 @@ def mesh_targets(objs, fine_coords: torch.Tensor, feats: torch.Tensor, device):
 
 class SLatVAETrainer(Trainer):
     def __init__(self, encoder, dec_gs, dec_mesh, dec_rf, store: ObjectStore, configs: dict, batch_size: int = 8,
-                 mesh_batch: int = 4, kl_weight: float = 1e-4, **kw):
+                 mesh_batch: int = 4, kl_weight: float = 1e-4, freeze_encoder_after: float | None = None, **kw):
         super().__init__({"encoder": encoder, "decoder_gs": dec_gs, "decoder_mesh": dec_mesh,
                           "decoder_rf": dec_rf}, **kw)
         self.store, self.configs = store, configs
         self.batch_size, self.mesh_batch, self.kl_weight = batch_size, mesh_batch, kl_weight
+        self.freeze_encoder_after = freeze_encoder_after
+        self.encoder_frozen = False
+
+    def freeze_encoder(self) -> None:
+        """Export the encoder and latent statistics now (``encoder_ready`` marks them) and keep
+        training only the decoders, so a flow can train on final latents meanwhile."""
+        ckpt, cls, args = self.configs["slat_encoder"]
+        export_model(self.out / "ckpts", ckpt, cls, args, self.eval_models()["encoder"])
+        (self.out / "latent_stats.json").write_text(json.dumps(self.latent_stats(), indent=2))
+        self.models["encoder"].requires_grad_(False)
+        self.encoder_frozen = True
+        (self.out / "encoder_ready").write_text(str(self.step))
+        self.log(f"[slat_vae] encoder frozen and exported at step {self.step}")
 
     def _sample(self):
         if self.step % 20 == 0:
@@ -184,6 +200,11 @@ class SLatVAETrainer(Trainer):
                 "mesh_weights": weights.pow(2).mean(), "mesh_sign_acc": sign_acc}
 
     def losses(self, step):
+        import time as _time
+
+        if (self.freeze_encoder_after is not None and not self.encoder_frozen
+                and _time.time() - self.t_start > self.freeze_encoder_after):
+            self.freeze_encoder()
         objs = self._sample()
         x = sparse_input(objs, self.device)
         enc = self.models["encoder"]
