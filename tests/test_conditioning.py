@@ -135,6 +135,27 @@ def test_dinov2_builtin_matches_official_hub_model():
     torch.testing.assert_close(enc2(io["image"]), io["cond"], rtol=1e-4, atol=1e-5)
 
 
+def test_dinov2_timm_architecture_matches_official_hub_model():
+    """Where timm imports (it needs a working torchvision), its architecture gives the same features."""
+    from trellis_backend.pipeline.conditioning.dinov2 import _timm_prenorm, hub_to_timm_state_dict, timm_importable
+
+    if not timm_importable():
+        pytest.skip("timm not importable here")
+    import timm
+    from safetensors.torch import load_file
+
+    sd = load_file(str(DATA / "dinov2_hub_tiny.model.safetensors"))
+    io = load_file(str(DATA / "dinov2_hub_tiny.io.safetensors"))
+    vit = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=70, num_classes=0,
+                            embed_dim=64, depth=2, num_heads=4).eval()
+    vit.load_state_dict(hub_to_timm_state_dict(sd), strict=True)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        f = _timm_prenorm(vit, (io["image"] - mean) / std)
+    torch.testing.assert_close(torch.nn.functional.layer_norm(f, f.shape[-1:]), io["cond"], rtol=1e-4, atol=1e-5)
+
+
 def test_dinov2_vitl_shapes_and_token_count():
     from trellis_backend.pipeline.conditioning.dinov2 import DinoV2ViT
 

@@ -58,7 +58,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trellis_backend",
                                  description="TRELLIS image/text-to-3D generation (TRELLIS for Blender backend).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -77,16 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("make-random-model", help="write a tiny random-weight pipeline folder (tests)")
     r.add_argument("--kind", choices=("image", "text"), required=True)
     r.add_argument("--out", required=True, metavar="DIR")
-    r.add_argument("--size", choices=("tiny",), default="tiny")
+    r.add_argument("--size", choices=("tiny", "official"), default="tiny",
+                   help="tiny (CPU tests) or official (TRELLIS-image-large sizes, for timing; needs the repo's "
+                        "tests/golden/official_keys)")
+    r.add_argument("--device", default="cpu", help="where the calibration runs (cuda for --size official)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--steps", type=int, default=3, help="sampling steps written into pipeline.json")
+    r.add_argument("--steps", type=int, default=None,
+                   help="sampling steps written into pipeline.json (default 3 tiny, 25 official)")
 
-    try:  # region editing registers its own command (trellis_backend.edit.cli.register(subparsers))
-        from .edit.cli import register  # type: ignore
+    # region editing registers its own command(s): trellis_backend/edit/cli.py defines register(subparsers)
+    # (skipped when one of the commands above is run, so their input errors come back without importing torch)
+    if with_plugins and (Path(__file__).parent / "edit" / "cli.py").is_file():
+        try:
+            from .edit.cli import register  # type: ignore
 
-        register(sub)
-    except ImportError:
-        pass
+            register(sub)
+        except ImportError:
+            pass
     return ap
 
 
@@ -234,7 +241,8 @@ def cmd_variants(args) -> int:
 def cmd_make_random_model(args) -> int:
     from .pipeline.random_model import make_random_model
 
-    out = make_random_model(args.out, kind=args.kind, size=args.size, seed=args.seed, steps=args.steps)
+    steps = args.steps if args.steps is not None else (3 if args.size == "tiny" else 25)
+    out = make_random_model(args.out, kind=args.kind, size=args.size, seed=args.seed, steps=steps, device=args.device)
     print(f"random {args.kind} model written to {out}")
     return 0
 
@@ -255,7 +263,8 @@ def _exit_code(exc: TrellisError) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_plugins=not (argv and argv[0] in COMMANDS))
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
     if handler is None:

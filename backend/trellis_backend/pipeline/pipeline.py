@@ -220,6 +220,7 @@ class TrellisPipeline:
         self.slat_normalization = args["slat_normalization"]
         self.kind = "image" if args.get("image_cond_model") else "text"
         self.background_threshold: Optional[float] = None
+        self.accel = None  # set by _enable_accel on CUDA
 
     # -------------------------------------------------------------- loading
     @classmethod
@@ -261,7 +262,25 @@ class TrellisPipeline:
         for key in ("slat_decoder_mesh", "slat_decoder_gs"):
             if key in config["args"]["models"]:
                 pipe.get_model(key)
+        pipe._enable_accel()
         return pipe
+
+    def _enable_accel(self) -> None:
+        """CUDA fast path (`trellis_backend.accel`): on for CUDA unless TRELLIS_ACCEL=0; never fatal."""
+        self.accel = None
+        if self.device.type != "cuda":
+            return
+        try:
+            from ..accel import maybe_enable
+        except ImportError:
+            return
+        try:
+            self.accel = maybe_enable(self)
+        except Exception as e:  # the plain path still works
+            import warnings
+
+            warnings.warn(f"CUDA fast path disabled: {type(e).__name__}: {e}")
+            self.accel = None
 
     def get_model(self, key: str) -> torch.nn.Module:
         """A model of pipeline.json ``args.models`` (loaded on first use)."""
@@ -277,7 +296,8 @@ class TrellisPipeline:
         return self.models[key]
 
     def _autocast(self):
-        if self.dtype == torch.float32:
+        # the fast path holds the torso in the target dtype itself and runs with autocast off
+        if self.dtype == torch.float32 or getattr(self, "accel", None) is not None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
@@ -642,6 +662,10 @@ class TrellisPipeline:
     # -------------------------------------------------------------- memory
     def release(self) -> None:
         """Drop every model and free accelerator memory."""
+        acc = getattr(self, "accel", None)
+        if acc is not None:
+            acc.disable()
+            self.accel = None
         self.models.clear()
         self.conditioner = None
         _free_memory(self.device)

@@ -66,6 +66,52 @@ def tiny_configs(cond_channels: int) -> dict:
     }
 
 
+OFFICIAL_IMAGE_LARGE = {  # pipeline key -> (checkpoint name of the release, golden/official_keys file)
+    "sparse_structure_encoder": ("ss_enc_conv3d_16l8_fp16", "ss_vae_conv3d_16l8_fp16.encoder"),
+    "sparse_structure_decoder": ("ss_dec_conv3d_16l8_fp16", "ss_vae_conv3d_16l8_fp16.decoder"),
+    "sparse_structure_flow_model": ("ss_flow_img_dit_L_16l8_fp16", "ss_flow_img_dit_L_16l8_fp16.denoiser"),
+    "slat_flow_model": ("slat_flow_img_dit_L_64l8p2_fp16", "slat_flow_img_dit_L_64l8p2_fp16.denoiser"),
+    "slat_decoder_gs": ("slat_dec_gs_swin8_B_64l8gs32_fp16", "slat_vae_enc_dec_gs_swin8_B_64l8_fp16.decoder"),
+    "slat_decoder_rf": ("slat_dec_rf_swin8_B_64l8r16_fp16", "slat_vae_dec_rf_swin8_B_64l8_fp16.decoder"),
+    "slat_decoder_mesh": ("slat_dec_mesh_swin8_B_64l8m256c_fp16", "slat_vae_dec_mesh_swin8_B_64l8_fp16.decoder"),
+}
+
+
+def official_configs(keys_dir: Path) -> dict:
+    """The TRELLIS-image-large configurations (class names + args as released) from `official_keys/`."""
+    out = {}
+    for key, (ckpt, keys_file) in OFFICIAL_IMAGE_LARGE.items():
+        f = Path(keys_dir) / f"{keys_file}.json"
+        if not f.is_file():
+            raise FileNotFoundError(f"official configuration not found: {f} (size='official' needs the repo's "
+                                    "tests/golden/official_keys)")
+        d = json.loads(f.read_text())
+        args = dict(d["args"])
+        if key == "slat_decoder_gs":
+            args.setdefault("representation_config", GS_REPRESENTATION)
+        elif key == "slat_decoder_mesh":
+            args.setdefault("representation_config", {"use_color": True})
+        elif key == "slat_decoder_rf":
+            args.setdefault("representation_config", {"rank": 16, "dim": 8})
+        out[key] = (ckpt, d["name"].replace("Elastic", ""), args)
+    return out
+
+
+def _write_random_dinov2(path: Path, generator: torch.Generator) -> None:
+    """A random ViT-L/14-reg4 checkpoint in the official hub format (timing runs; no real features)."""
+    from .conditioning.dinov2 import DinoV2ViT
+
+    vit = DinoV2ViT()
+    randomize_(vit, generator)
+    sd = {k: v for k, v in vit.state_dict().items()}
+    cls = sd.pop("cls_token")
+    sd["pos_embed"] = torch.cat([torch.zeros(1, 1, cls.shape[-1]), sd.pop("pos_embed")], dim=1)
+    sd["cls_token"] = cls
+    sd["register_tokens"] = sd.pop("reg_token")
+    sd["mask_token"] = torch.zeros(1, cls.shape[-1])
+    torch.save(sd, str(path))
+
+
 TINY_IMAGE_ENCODER = dict(image_size=32, stem_channels=[8, 16], width=32, depth=1, num_heads=2, mlp_ratio=2.0,
                           cond_channels=32)
 
@@ -102,12 +148,14 @@ def _calibrate_occupancy(flow, decoder, cond_channels: int, cond_tokens: int, sa
     sampler = build_sampler(sampler_spec)
     logits = []
     for _ in range(2):
-        noise = torch.randn(1, flow.in_channels, flow.resolution, flow.resolution, flow.resolution, generator=generator)
-        cond = torch.randn(1, cond_tokens, cond_channels, generator=generator)
+        dev = next(flow.parameters()).device
+        noise = torch.randn(1, flow.in_channels, flow.resolution, flow.resolution, flow.resolution,
+                            generator=generator).to(dev)
+        cond = torch.randn(1, cond_tokens, cond_channels, generator=generator).to(dev)
         z = sampler.sample(flow, noise, cond, torch.zeros_like(cond), **sampler_spec["params"]).samples
         logits.append(decoder(z).flatten())
     logits = torch.cat(logits)
-    threshold = torch.quantile(logits[:: max(1, logits.numel() // 1_000_000)], 1.0 - target)
+    threshold = torch.quantile(logits[:: max(1, logits.numel() // 1_000_000)].float(), 1.0 - target)
     last_conv = decoder.out_layer[-1]
     last_conv.bias -= threshold
 
@@ -123,28 +171,47 @@ def _calibrate_mesh_sdf(mesh_decoder, slat_flow, generator: torch.Generator, neg
 
     idx = torch.unique(torch.randint(0, 64, (600, 3), generator=generator), dim=0).int()
     coords = torch.cat([torch.zeros(idx.shape[0], 1, dtype=torch.int32), idx], dim=1)
-    x = SparseTensor(torch.randn(coords.shape[0], slat_flow.in_channels, generator=generator), coords,
+    dev = next(mesh_decoder.parameters()).device
+    x = SparseTensor(torch.randn(coords.shape[0], slat_flow.in_channels, generator=generator).to(dev), coords.to(dev),
                      shape=(1, slat_flow.in_channels))
     feats = mesh_decoder.decode_features(x).feats[:, :8].flatten()
-    q = torch.quantile(feats[:: max(1, feats.numel() // 1_000_000)], negative_fraction)
+    q = torch.quantile(feats[:: max(1, feats.numel() // 1_000_000)].float(), negative_fraction)
     mesh_decoder.out_layer.bias[:8] -= q
 
 
 def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "tiny", seed: int = 0,
-                      steps: int = 3, target_occupancy: float = 0.002,
-                      mesh_negative_fraction: float = 0.03, extra_args: Optional[dict] = None) -> Path:
-    """Write a random-weight pipeline folder; returns its path."""
+                      steps: int = 3, target_occupancy: Optional[float] = None,
+                      mesh_negative_fraction: float = 0.03, extra_args: Optional[dict] = None,
+                      device: Union[str, torch.device] = "cpu", keys_dir: Union[str, Path, None] = None) -> Path:
+    """Write a random-weight pipeline folder; returns its path.
+
+    size='tiny': small configs of every class (CPU tests). size='official' (kind='image'): the
+    TRELLIS-image-large configurations read from ``tests/golden/official_keys`` (``keys_dir``),
+    fp16 torso as released, a random DINOv2 ViT-L/14-reg4 hub checkpoint in the folder and the
+    released sampler settings (25 steps) -- for timing the whole pipeline at the real sizes.
+    """
     from ..models import build_model
 
     if kind not in ("image", "text"):
         raise ValueError("kind must be 'image' or 'text'")
-    if size != "tiny":
-        raise ValueError("only size='tiny' is available")
+    if size not in ("tiny", "official"):
+        raise ValueError("size must be 'tiny' or 'official'")
+    if size == "official" and kind != "image":
+        raise ValueError("size='official' is available for kind='image' (TRELLIS-image-large)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
+    if target_occupancy is None:
+        target_occupancy = 0.002 if size == "tiny" else 0.076  # official: ~20k voxels, the usual asset size
 
-    if kind == "image":
+    if size == "official":
+        keys_dir = Path(keys_dir) if keys_dir else Path(__file__).resolve().parents[3] / "tests" / "golden" / "official_keys"
+        configs = official_configs(keys_dir)
+        _write_random_dinov2(out / "dinov2_vitl14_reg4_pretrain.pth", gen)
+        cond_channels, cond_tokens = 1024, 1374
+        cond_arg = {"image_cond_model": "dinov2_vitl14_reg"}
+        name = "TrellisImageTo3DPipeline"
+    elif kind == "image":
         cond_channels = TINY_IMAGE_ENCODER["cond_channels"]
         enc = EmbeddedImageEncoder(**TINY_IMAGE_ENCODER)
         randomize_(enc, gen)
@@ -162,19 +229,26 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
         return {"name": "FlowEulerGuidanceIntervalSampler", "args": {"sigma_min": 1e-5},
                 "params": {"steps": steps, "cfg_strength": cfg, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}}
 
+    if size == "tiny":
+        configs = tiny_configs(cond_channels)
     models = {}
     built = {}
-    for key, (ckpt, cls, args) in tiny_configs(cond_channels).items():
-        model = build_model(cls, args).eval()
+    for key, (ckpt, cls, args) in configs.items():
+        model = build_model(cls, {**args, "use_fp16": False} if "use_fp16" in args else args).eval()
         randomize_(model, gen)
-        built[key] = model
+        built[key] = model.to(device)
         models[key] = f"ckpts/{ckpt}"
     ss_sampler = sampler(7.5)
     _calibrate_occupancy(built["sparse_structure_flow_model"], built["sparse_structure_decoder"], cond_channels,
                          cond_tokens, ss_sampler, target_occupancy, gen)
     _calibrate_mesh_sdf(built["slat_decoder_mesh"], built["slat_flow_model"], gen, mesh_negative_fraction)
-    for key, (ckpt, cls, args) in tiny_configs(cond_channels).items():
-        _save_checkpoint(out, ckpt, cls, args, built[key])
+    for key, (ckpt, cls, args) in configs.items():
+        model = built[key].cpu()
+        if args.get("use_fp16"):  # store as released: the fp16 torso in float16
+            half = build_model(cls, args)
+            half.load_state_dict({k: v.to(half.state_dict()[k].dtype) for k, v in model.state_dict().items()})
+            model = half
+        _save_checkpoint(out, ckpt, cls, args, model)
 
     pipeline = {
         "name": name,
