@@ -240,13 +240,31 @@ def test_enable_pipeline_like_object_accelerates_later_models():
                 self.models[key] = later
             return self.models[key]
 
+        def release(self):
+            self.released = True
+
+        def sample_slat(self, x, t, cond):
+            with torch.no_grad():
+                return self.get_model("b")(x, t, cond)
+
     pipe = Pipe()
-    acc = accel.enable(pipe)
-    assert "get_model" in pipe.__dict__
+    acc = accel.enable(pipe, graphs="all", _fake_graphs=True)
+    assert "get_model" in pipe.__dict__ and "sample_slat" in pipe.__dict__
     pipe.get_model("b")
     assert any(m is later for m in acc.models) and patched_attrs(later)
-    acc.disable()
-    assert "get_model" not in pipe.__dict__ and patched_attrs(model) == [] and patched_attrs(later) == []
+    _, _, inputs = golden_model("slat_flow_SLatFlowModel")
+    x = sparse(inputs, "x")
+    r = acc.runner(later)
+    with torch.no_grad():
+        for _ in range(2):  # eager, then captured
+            r(x.replace(x.feats.clone()), inputs["t"], inputs["cond"])
+    assert any(k[0] == "sparse" for k in r.graphs)
+    pipe.sample_slat(x.replace(x.feats.clone()), inputs["t"], inputs["cond"])
+    assert not r.graphs, "sample_slat did not release the stage-2 graphs"
+    pipe.release()  # the pipeline's own release first disables the fast path
+    assert not acc.active and pipe.released
+    assert "get_model" not in pipe.__dict__ and "sample_slat" not in pipe.__dict__ and "release" not in pipe.__dict__
+    assert patched_attrs(model) == [] and patched_attrs(later) == []
     assert accel.maybe_enable(pipe) is None  # CPU: the pipeline hook does nothing
 
 

@@ -25,7 +25,9 @@ path); the float32 CPU path of the models is otherwise untouched. `disable()` re
 every patched forward, the global kernel hooks and the parameter dtypes (cast back; pass
 ``keep_originals=True`` to restore the exact original values from a CPU copy).
 
-`maybe_enable(pipeline)` is the pipeline's hook: enables on CUDA unless ``TRELLIS_ACCEL=0``.
+`maybe_enable(pipeline)` is the pipeline's hook: enables on CUDA unless ``TRELLIS_ACCEL=0``, with
+CUDA graphs for both flow stages (``TRELLIS_ACCEL_GRAPHS=dense|none`` to change), and frees the
+stage-2 graphs when `sample_slat` returns.
 """
 from __future__ import annotations
 
@@ -184,11 +186,11 @@ class Accelerator:
     def attach_pipeline(self, pipeline) -> None:
         """Accelerate the pipeline's models, and those it loads later (`get_model`)."""
         self._pipeline = pipeline
+        acc = self
         for m in list(pipeline.models.values()):
             self.add(m)
         if hasattr(pipeline, "get_model"):
             orig = pipeline.get_model
-            acc = self
 
             def get_model(key: str):
                 model = orig(key)
@@ -197,6 +199,25 @@ class Accelerator:
                 return model
 
             self._patch(pipeline, "get_model", get_model)
+        if hasattr(pipeline, "sample_slat"):
+            orig_slat = pipeline.sample_slat
+
+            def sample_slat(*args, **kwargs):
+                try:
+                    return orig_slat(*args, **kwargs)
+                finally:  # stage-2 graphs hold this voxel set's activations: free them before the decoders
+                    if acc.active:
+                        acc.release_graphs(sparse_only=True)
+
+            self._patch(pipeline, "sample_slat", sample_slat)
+        if hasattr(pipeline, "release"):
+            orig_release = pipeline.release
+
+            def release(*args, **kwargs):
+                acc.disable()  # drop the graphs, caches and every reference to the models first
+                return orig_release(*args, **kwargs)
+
+            self._patch(pipeline, "release", release)
 
     # --------------------------------------------------------------- inspection
     def runner(self, model: torch.nn.Module) -> Optional[ModelRunner]:
@@ -211,10 +232,10 @@ class Accelerator:
                 misses += val.misses
         return {"hits": hits, "misses": misses}
 
-    def release_graphs(self) -> None:
-        """Free the memory of every captured CUDA graph (they are re-captured on demand)."""
+    def release_graphs(self, sparse_only: bool = False) -> None:
+        """Free the memory of the captured CUDA graphs (all, or the sparse models'); re-captured on demand."""
         for r in self.runners.values():
-            r.release_graphs()
+            r.release_graphs(sparse_only)
 
     # ------------------------------------------------------------------ disable
     def disable(self) -> None:
@@ -276,6 +297,7 @@ def maybe_enable(pipeline) -> Optional[Accelerator]:
     if getattr(pipeline, "dtype", None) == torch.float32:
         acc = enable(pipeline, dtype=None, fused=False)
     else:
-        acc = enable(pipeline)
+        # stage-2 graphs too: on the H100 host the eager sparse forward is launch-bound (docs/BENCHMARKS.md)
+        acc = enable(pipeline, graphs=os.environ.get("TRELLIS_ACCEL_GRAPHS", "all"))
     pipeline.accel = acc
     return acc

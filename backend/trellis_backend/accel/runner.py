@@ -187,11 +187,11 @@ class ModelRunner:
             return ("sparse", x.batch_size, sig(x.feats), sig(t), sig(cond), flags)
         return ("dense", sig(x), sig(t), sig(cond), flags)
 
-    def release_graphs(self) -> None:
-        for g in self.graphs.values():
+    def release_graphs(self, sparse_only: bool = False) -> None:
+        for key in [k for k in self.graphs if not sparse_only or k[0] == "sparse"]:
+            g = self.graphs.pop(key)
             if isinstance(g, _Graph):
                 g.drop()
-        self.graphs.clear()
 
     # --------------------------------------------------------------------- call
     def __call__(self, x, *args, **kwargs):
