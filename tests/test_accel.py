@@ -435,3 +435,24 @@ def test_gpu_gelu_epilogue_is_tanh_or_off():
         err = rel_err(ffn(seq, x), want)
     print(f"GELU epilogue in use: {ok}; rel err {err:.2e}")
     assert err < BF16_TOL
+
+
+@gpu
+@needs_cuda
+def test_gpu_deterministic_conv_is_bitwise_reproducible():
+    """With accel's deterministic mode (the pipeline hook's), tuned convs skip split-K: same input, same bits."""
+    import trellis_kernels as tk
+    from trellis_kernels import conv_triton
+
+    torch.manual_seed(0)
+    coords = torch.unique(torch.randint(0, 40, (6000, 3)), dim=0)
+    coords = torch.cat([torch.zeros(coords.shape[0], 1, dtype=torch.long), coords], 1).int().cuda()
+    nbr = tk.build_neighbor_map(coords)
+    feats = torch.randn(coords.shape[0], 1024, device="cuda", dtype=torch.bfloat16)
+    weight = (torch.randn(128, 3, 3, 3, 1024, device="cuda") / 166).to(torch.bfloat16)
+    prev = conv_triton.set_deterministic(True)
+    try:
+        outs = [conv_triton.sparse_conv3d(feats, nbr, weight) for _ in range(3)]
+    finally:
+        conv_triton.set_deterministic(prev)
+    assert all(torch.equal(o, outs[0]) for o in outs[1:])

@@ -113,6 +113,22 @@ def heuristic_config(cin: int, cout: int, dtype: torch.dtype) -> dict:
     return dict(BLOCK_M=64, BLOCK_N=bn, BLOCK_K=bk, num_warps=4, num_stages=3)
 
 
+_DETERMINISTIC = [False]
+
+
+def set_deterministic(on: bool) -> bool:
+    """Tuned launches skip split-K (float32 atomics, last bits vary run to run); returns the previous setting.
+    Also on with TRELLIS_KERNELS_DETERMINISTIC=1 or torch.use_deterministic_algorithms(True)."""
+    prev = _DETERMINISTIC[0]
+    _DETERMINISTIC[0] = bool(on)
+    return prev
+
+
+def deterministic() -> bool:
+    return (_DETERMINISTIC[0] or os.environ.get("TRELLIS_KERNELS_DETERMINISTIC", "0") == "1"
+            or torch.are_deterministic_algorithms_enabled())
+
+
 # (config, split) chosen per (Cin, Cout, log2 N, dtype, bias, device) by timing the candidates once
 _TUNED: Dict[tuple, Tuple[dict, int]] = {}
 _TABLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned")
@@ -266,6 +282,8 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
         _autoload(feats.device)
         key = (cin, cout, n.bit_length(), dtype, bias is not None, feats.device)
         cfg, split = _TUNED.get(key) or _tune(key, feats, nbr, w, bias, n, cin, cout, dtype)
+        if split > 1 and deterministic():
+            split = 1  # same tile config, no atomics: bitwise reproducible
     else:
         cfg, split = heuristic_config(cin, cout, dtype), 1
     return _launch(feats, nbr, w, bias, n, cin, cout, dtype, cfg, split, channel_outer)

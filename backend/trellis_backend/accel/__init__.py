@@ -18,7 +18,9 @@ What `enable` does, per model on a CUDA device (each part can be switched off by
 - ``fused``: adaLN / gated residual / qk RMS-norm / GELU epilogue fused forwards (`fused.py`);
 - ``graphs``: CUDA graphs of the flow-model forward: ``"dense"`` (default: stage 1, fixed
   shapes), ``"all"`` (stage 2 too, re-captured per voxel set), or ``"none"``;
-- cached down-sampling (no host sync in the stage-2 forward, `sparse_cache.py`).
+- cached down-sampling (no host sync in the stage-2 forward, fixed summation order, `sparse_cache.py`);
+- ``deterministic`` (off; on in the pipeline hook): the sparse conv skips split-K, so a seed gives bitwise
+  identical results on the same device.
 
 On a CPU model only the K/V cache is installed (results are bit-identical to the plain
 path); the float32 CPU path of the models is otherwise untouched. `disable()` restores
@@ -79,7 +81,8 @@ class Accelerator:
     """Handle of an enabled fast path; `disable()` (or leaving the `with` block) undoes it."""
 
     def __init__(self, dtype: Optional[torch.dtype], conv: bool, attention: bool, kv_cache: bool, fused: bool,
-                 graphs: str, keep_originals: bool, fake_graphs: bool = False, cpu_fused: bool = False):
+                 graphs: str, keep_originals: bool, fake_graphs: bool = False, cpu_fused: bool = False,
+                 deterministic: bool = False):
         if graphs not in ("none", "dense", "all"):
             raise ValueError("graphs must be 'none', 'dense' or 'all'")
         self.dtype = dtype
@@ -88,6 +91,7 @@ class Accelerator:
         self.keep_originals = keep_originals
         self.fake_graphs = fake_graphs
         self.cpu_fused = cpu_fused  # tests: fused forwards on CPU too (trellis_kernels' float32 references)
+        self.deterministic = deterministic
         self.models: List[torch.nn.Module] = []
         self.runners: Dict[int, ModelRunner] = {}
         self._patched: List[tuple] = []  # (obj, attr name, had own attribute, previous value)
@@ -114,6 +118,10 @@ class Accelerator:
         if self.conv:
             self._hooks.append((sconv.register_fast_kernel, sconv._fast_kernel))
             sconv.register_fast_kernel(tk.sparse_conv3d)
+            if self.deterministic:
+                from trellis_kernels import conv_triton
+
+                self._hooks.append((conv_triton.set_deterministic, conv_triton.set_deterministic(True)))
         if self.attention:
             self._hooks.append((sattn.register_varlen_kernel, sattn.get_varlen_kernel()))
             sattn.register_varlen_kernel(tk.varlen_attention)
@@ -271,15 +279,18 @@ class Accelerator:
 
 def enable(target, *, dtype: Union[torch.dtype, str, None] = "auto", conv: bool = True, attention: bool = True,
            kv_cache: bool = True, fused: bool = True, graphs: str = "dense", keep_originals: bool = False,
-           _fake_graphs: bool = False, _cpu_fused: bool = False) -> Accelerator:
+           deterministic: bool = False, _fake_graphs: bool = False, _cpu_fused: bool = False) -> Accelerator:
     """Turn the fast path on for a pipeline (its `.models`, and models it loads later), a model, or models.
 
     dtype: "auto" = the pipeline's dtype when it is bf16/fp16, else bf16; None keeps the weights' dtype.
+    deterministic: bitwise-reproducible results for a seed: the sparse conv skips split-K (float32 atomics);
+    costs ~2 % of stage 2 (the shapes that split are the 2048/256->128 and 128/1024->1024 convs).
     """
     if dtype == "auto":
         pdt = getattr(target, "dtype", None)
         dtype = pdt if pdt in (torch.bfloat16, torch.float16) else torch.bfloat16
-    acc = Accelerator(dtype, conv, attention, kv_cache, fused, graphs, keep_originals, _fake_graphs, _cpu_fused)
+    acc = Accelerator(dtype, conv, attention, kv_cache, fused, graphs, keep_originals, _fake_graphs, _cpu_fused,
+                      deterministic)
     if hasattr(target, "models") and isinstance(getattr(target, "models"), dict) and not isinstance(
             target, torch.nn.Module):
         acc.attach_pipeline(target)
@@ -294,10 +305,11 @@ def maybe_enable(pipeline) -> Optional[Accelerator]:
     device = getattr(pipeline, "device", None)
     if device is None or torch.device(device).type != "cuda" or os.environ.get("TRELLIS_ACCEL", "1") == "0":
         return None
+    # the pipeline promises identical results for a seed on the same device: no split-K atomics
     if getattr(pipeline, "dtype", None) == torch.float32:
-        acc = enable(pipeline, dtype=None, fused=False)
+        acc = enable(pipeline, dtype=None, fused=False, deterministic=True)
     else:
         # stage-2 graphs too: on the H100 host the eager sparse forward is launch-bound (docs/BENCHMARKS.md)
-        acc = enable(pipeline, graphs=os.environ.get("TRELLIS_ACCEL_GRAPHS", "all"))
+        acc = enable(pipeline, graphs=os.environ.get("TRELLIS_ACCEL_GRAPHS", "all"), deterministic=True)
     pipeline.accel = acc
     return acc
