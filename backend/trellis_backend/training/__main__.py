@@ -63,6 +63,7 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--ema", type=float, default=None, help="EMA rate (exported weights are the EMA ones)")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -70,7 +71,7 @@ def _common(p: argparse.ArgumentParser):
 
 def _trainer_kw(args, default_lr):
     return dict(out=args.out, lr=args.lr or default_lr, max_steps=args.steps, max_seconds=args.max_seconds,
-                save_every=args.save_every, log_every=args.log_every, ema_rate=args.ema, device=args.device,
+                save_every=args.save_every, log_every=args.log_every, ema_rate=args.ema, warmup=args.warmup, device=args.device,
                 log=_log)
 
 
@@ -104,13 +105,28 @@ def cmd_slat_vae(args):
     from .slat_vae import SLatVAETrainer
 
     cfg = model_configs(args.preset)
-    store = _store(args, ("images", "lattice"), keep={"coords", "feats", "lattice", "lattice_part", "part_rgb"},
-                   require=("lattice",))
+    mesh = "mesh" in args.parts.split(",")
+    store = _store(args, ("images", "lattice") if mesh else (),
+                   keep={"coords", "feats", "lattice", "lattice_part", "part_rgb"}, require=("lattice",) if mesh else ())
     torch.manual_seed(args.seed)
-    models = [build_fresh(*cfg[k][1:]) for k in ("slat_encoder", "slat_decoder_gs", "slat_decoder_mesh",
-                                                 "slat_decoder_rf")]
+    keys = ("slat_encoder", "slat_decoder_gs", "slat_decoder_mesh", "slat_decoder_rf")
+    if args.init_from:  # start from exported checkpoints (e.g. an earlier job's)
+        from .checkpoints import load_for_training
+
+        models = []
+        for k in keys:
+            path = Path(args.init_from, "ckpts", cfg[k][0])
+            models.append(load_for_training(path) if Path(f"{path}.json").is_file() else build_fresh(*cfg[k][1:]))
+    else:
+        from .slat_vae import init_encoder_for_fast_start
+
+        models = [build_fresh(*cfg[k][1:]) for k in keys]
+        init_encoder_for_fast_start(models[0])
     tr = SLatVAETrainer(*models, store, cfg, batch_size=args.batch or 8, mesh_batch=args.mesh_batch,
-                        freeze_encoder_after=args.freeze_encoder_after, **_trainer_kw(args, 5e-4))
+                        freeze_encoder_after=args.freeze_encoder_after, parts=tuple(args.parts.split(",")),
+                        mesh_crop=args.mesh_crop, **_trainer_kw(args, 5e-4))
+    if args.init_from and "encoder" not in tr.parts and Path(args.init_from, "latent_stats.json").is_file():
+        tr.latent_stats_file = Path(args.init_from, "latent_stats.json")
     if args.resume:
         tr.load()
     return tr.run()
@@ -173,6 +189,35 @@ def cmd_assemble(args):
     _log(f"[assemble] wrote {args.out}" + (f" and {args.image_out}" if args.image_out else ""))
 
 
+def cmd_pca_encoder(args):
+    """The SLat encoder set to a PCA code of the native features (see pca_encoder.py), exported with
+    its latent statistics."""
+    from .checkpoints import build_fresh, export_model
+    from .configs import model_configs
+    from .data import ObjectStore, generate
+    from .pca_encoder import build_pca_encoder
+    from .slat_vae import sparse_input
+
+    data = Path(args.data)
+    if not (data / "DONE_train").exists():
+        generate(data, "train", 0, args.objects, fields=(), workers=args.workers, log=_log)
+    store = ObjectStore(data, "train", limit=args.objects)
+    store.refresh()
+    fit, check = store.objects[: args.objects // 2], store.objects[args.objects // 2: args.objects]
+    ckpt, cls, cargs = model_configs(args.preset)["slat_encoder"]
+    enc = build_fresh(cls, cargs).eval()
+    x = sparse_input(fit, "cpu")
+    info = build_pca_encoder(enc, x.feats, x.coords)
+    with torch.no_grad():
+        z = enc(sparse_input(check, "cpu"), sample_posterior=False).feats
+    out = Path(args.out)
+    export_model(out / "ckpts", ckpt, cls, cargs, enc)
+    stats = {"mean": [round(float(v), 6) for v in z.mean(0)], "std": [round(float(v), 6) for v in z.std(0)]}
+    (out / "latent_stats.json").write_text(json.dumps(stats, indent=2))
+    (out / "pca_fit.json").write_text(json.dumps(info, indent=1))
+    _log(f"[pca-encoder] {out}: fit rms error {info['rms_error']:.4f}, explained {info['explained_variance']:.3f}")
+
+
 def cmd_light_state(args):
     """A weights-only copy of a state (float16 when asked): small enough to carry between machines;
     `--resume` from it restarts the optimizer."""
@@ -205,6 +250,9 @@ def main(argv=None):
             p.add_argument("--resolution", type=int, default=64, help="occupancy grid (64; smaller for quick tests)")
         if name == "slat_vae":
             p.add_argument("--mesh-batch", type=int, default=4)
+            p.add_argument("--parts", default="encoder,gs,rf,mesh", help="networks to train (others frozen)")
+            p.add_argument("--init-from", default=None, help="stage dir whose ckpts/ initialise all four networks")
+            p.add_argument("--mesh-crop", type=int, default=None, help="mesh loss on boxes of ±this many voxels")
             p.add_argument("--freeze-encoder-after", type=float, default=None,
                            help="seconds; then export the encoder + latent stats and train only the decoders")
         if name in ("ss_flow", "slat_flow"):
@@ -216,6 +264,12 @@ def main(argv=None):
             p.add_argument("--freeze-image-encoder", action="store_true")
             p.add_argument("--cond", default="both", choices=["both", "text", "image"])
             p.add_argument("--wait-for", default=None, help="file to wait for before starting (e.g. encoder_ready)")
+    p = sub.add_parser("pca-encoder", help="SLat encoder set to a PCA code of the native features")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--objects", type=int, default=400)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--preset", default="embedded")
     p = sub.add_parser("light-state", help="weights-only copy of a state.pt (to carry between machines)")
     p.add_argument("state")
     p.add_argument("out")
@@ -235,6 +289,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.stage == "light-state":
         return cmd_light_state(args)
+    if args.stage == "pca-encoder":
+        return cmd_pca_encoder(args)
     if getattr(args, "data", None) is None and args.stage not in ("assemble",):
         args.data = str(Path(args.out).parent / "data")
     t0 = time.time()

@@ -38,8 +38,8 @@ def _embedded() -> dict:
             num_blocks=6, num_heads=3, patch_size=2, share_mod=True, **dit)),
         "slat_flow_model": ("slat_flow_embedded_dit", "SLatFlowModel", dict(
             resolution=64, in_channels=8, out_channels=8, model_channels=160, cond_channels=COND_CHANNELS,
-            num_blocks=6, num_heads=5, patch_size=2, num_io_res_blocks=1, io_block_channels=[48], share_mod=True,
-            **dit)),
+            num_blocks=6, num_heads=5, patch_size=2, num_io_res_blocks=1, io_block_channels=[48], share_mod=False,
+            **dit)),  # share_mod would feed the 6C shared modulation to the io res-blocks (as in the reference)
         "slat_encoder": ("slat_enc_swin8_embedded", "SLatEncoder", dict(
             resolution=64, in_channels=16, model_channels=128, latent_channels=8, num_blocks=4, num_heads=2,
             **swin)),

@@ -109,9 +109,15 @@ def mesh_targets(objs, fine_coords: torch.Tensor, feats: torch.Tensor, device):
 
 class SLatVAETrainer(Trainer):
     def __init__(self, encoder, dec_gs, dec_mesh, dec_rf, store: ObjectStore, configs: dict, batch_size: int = 8,
-                 mesh_batch: int = 4, kl_weight: float = 1e-4, freeze_encoder_after: float | None = None, **kw):
-        super().__init__({"encoder": encoder, "decoder_gs": dec_gs, "decoder_mesh": dec_mesh,
-                          "decoder_rf": dec_rf}, **kw)
+                 mesh_batch: int = 4, kl_weight: float = 1e-4, freeze_encoder_after: float | None = None,
+                 parts=("encoder", "gs", "rf", "mesh"), mesh_crop: int | None = None, **kw):
+        named = {"encoder": encoder, "gs": dec_gs, "mesh": dec_mesh, "rf": dec_rf}
+        keys = {"encoder": "encoder", "gs": "decoder_gs", "mesh": "decoder_mesh", "rf": "decoder_rf"}
+        self.parts = tuple(parts)
+        super().__init__({keys[p]: named[p] for p in self.parts},
+                         frozen={keys[p]: m for p, m in named.items() if p not in self.parts}, **kw)
+        self.mesh_crop = mesh_crop
+        self.latent_stats_file = None
         self.store, self.configs = store, configs
         self.batch_size, self.mesh_batch, self.kl_weight = batch_size, mesh_batch, kl_weight
         self.freeze_encoder_after = freeze_encoder_after
@@ -121,12 +127,15 @@ class SLatVAETrainer(Trainer):
         """Export the encoder and latent statistics now (``encoder_ready`` marks them) and keep
         training only the decoders, so a flow can train on final latents meanwhile."""
         ckpt, cls, args = self.configs["slat_encoder"]
-        export_model(self.out / "ckpts", ckpt, cls, args, self.eval_models()["encoder"])
+        export_model(self.out / "ckpts", ckpt, cls, args, self.m("encoder"))
         (self.out / "latent_stats.json").write_text(json.dumps(self.latent_stats(), indent=2))
-        self.models["encoder"].requires_grad_(False)
+        self.m("encoder").requires_grad_(False)
         self.encoder_frozen = True
         (self.out / "encoder_ready").write_text(str(self.step))
         self.log(f"[slat_vae] encoder frozen and exported at step {self.step}")
+
+    def m(self, key):
+        return self.models.get(key) or self.frozen[key]
 
     def _sample(self):
         if self.step % 20 == 0:
@@ -135,7 +144,7 @@ class SLatVAETrainer(Trainer):
 
     # ------------------------------------------------------------------ decoders' losses
     def gaussian_losses(self, z: SparseTensor, feats: torch.Tensor) -> dict:
-        dec = self.models["decoder_gs"]
+        dec = self.m("decoder_gs")
         out = raw_output(dec, z)
         cfg = dec.rep_config
         g = cfg["num_gaussians"]
@@ -165,7 +174,7 @@ class SLatVAETrainer(Trainer):
         return {"gs_xyz": l_xyz, "gs_rgb": l_rgb, "gs_opacity": l_op, "gs_scale": l_scale, "gs_rot": l_rot}
 
     def rf_losses(self, z: SparseTensor, feats: torch.Tensor) -> dict:
-        dec = self.models["decoder_rf"]
+        dec = self.m("decoder_rf")
         out = raw_output(dec, z)
         lay = dec.layout
 
@@ -179,7 +188,7 @@ class SLatVAETrainer(Trainer):
         return {"rf_trivec": trivec, "rf_density": density, "rf_rgb": (rgb - feats[:, None, 0:3]).abs().mean()}
 
     def mesh_losses(self, objs, z: SparseTensor, feats: torch.Tensor) -> dict:
-        dec = self.models["decoder_mesh"]
+        dec = self.m("decoder_mesh")
         out = dec.decode_features(z)
         pred = out.feats.float()
         sdf_t, rgb_t, normal_t, _ = mesh_targets(objs, out.coords, feats, self.device)
@@ -207,24 +216,45 @@ class SLatVAETrainer(Trainer):
             self.freeze_encoder()
         objs = self._sample()
         x = sparse_input(objs, self.device)
-        enc = self.models["encoder"]
-        z, mean, logvar = enc(x, sample_posterior=True, return_raw=True)
+        enc = self.m("encoder")
+        if "encoder" in self.models:
+            z, mean, logvar = enc(x, sample_posterior=True, return_raw=True)
+        else:
+            with torch.no_grad():
+                z, mean, logvar = enc(x, sample_posterior=True, return_raw=True)
         kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).mean()
         feats = x.feats
         terms = {"kl": kl}
-        terms.update(self.gaussian_losses(z, feats))
-        terms.update(self.rf_losses(z, feats))
-        # the mesh decoder works at 64× the voxel count: a sub-batch of the objects
-        k = min(self.mesh_batch, len(objs))
-        rows = x.layout[k - 1].stop
-        zm = SparseTensor(z.feats[:rows], z.coords[:rows], shape=(k, z.feats.shape[1]))
-        terms.update(self.mesh_losses(objs[:k], zm, feats[:rows]))
-        loss = (self.kl_weight * kl
-                + terms["gs_xyz"] * 4 + terms["gs_rgb"] + terms["gs_opacity"] * 0.2 + terms["gs_scale"] * 0.1
-                + terms["gs_rot"] * 0.1
-                + terms["rf_trivec"] * 0.1 + terms["rf_density"] * 0.05 + terms["rf_rgb"] * 0.5
-                + terms["mesh_sdf"] + terms["mesh_rgb"] + terms["mesh_normal"] * 0.1 + terms["mesh_deform"] * 0.1
-                + terms["mesh_weights"] * 0.1)
+        loss = self.kl_weight * kl if "encoder" in self.models else 0.0
+        if "gs" in self.parts:
+            terms.update(self.gaussian_losses(z, feats))
+            loss = loss + (terms["gs_xyz"] * 4 + terms["gs_rgb"] + terms["gs_opacity"] * 0.2
+                           + terms["gs_scale"] * 0.1 + terms["gs_rot"] * 0.1)
+        if "rf" in self.parts:
+            terms.update(self.rf_losses(z, feats))
+            loss = loss + terms["rf_trivec"] * 0.1 + terms["rf_density"] * 0.05 + terms["rf_rgb"] * 0.5
+        if "mesh" in self.parts:
+            # the mesh decoder works at 64x the voxel count: a sub-batch, optionally cropped to boxes
+            k = min(self.mesh_batch, len(objs))
+            mobjs, zf, zc, ff = [], [], [], []
+            for i in range(k):
+                sl = x.layout[i]
+                o, c, zi, fi = objs[i], z.coords[sl], z.feats[sl], feats[sl]
+                if self.mesh_crop:
+                    centre = c[torch.randint(len(c), (1,)).item(), 1:]
+                    sel = ((c[:, 1:] - centre).abs().max(1).values <= self.mesh_crop).nonzero().squeeze(1)
+                    o = dict(o)
+                    idx = sel.cpu().numpy()
+                    for key in ("coords", "lattice", "lattice_part"):
+                        o[key] = o[key][idx]
+                    c, zi, fi = c[sel], zi[sel], fi[sel]
+                c = c.clone()
+                c[:, 0] = i
+                mobjs.append(o), zc.append(c), zf.append(zi), ff.append(fi)
+            zm = SparseTensor(torch.cat(zf), torch.cat(zc), shape=(k, z.feats.shape[1]))
+            terms.update(self.mesh_losses(mobjs, zm, torch.cat(ff)))
+            loss = loss + (terms["mesh_sdf"] + terms["mesh_rgb"] + terms["mesh_normal"] * 0.1
+                           + terms["mesh_deform"] * 0.1 + terms["mesh_weights"] * 0.1)
         terms["loss"] = loss
         with torch.no_grad():
             terms["z_std"] = mean.float().std()
@@ -232,7 +262,7 @@ class SLatVAETrainer(Trainer):
 
     @torch.no_grad()
     def latent_stats(self, n: int = 256) -> dict:
-        enc = self.eval_models()["encoder"].eval()
+        enc = self.m("encoder").eval()
         objs = self.store.objects[:n]
         s1 = torch.zeros(8, device=self.device, dtype=torch.float64)
         s2 = torch.zeros_like(s1)
@@ -244,16 +274,31 @@ class SLatVAETrainer(Trainer):
             s1 += z.sum(0)
             s2 += z.pow(2).sum(0)
             cnt += z.shape[0]
-        enc.train()
+        if "encoder" in self.models:
+            enc.train()
         mean = s1 / max(cnt, 1)
         std = (s2 / max(cnt, 1) - mean.pow(2)).clamp_min(1e-12).sqrt()
         return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
 
     def on_save(self):
-        models = self.eval_models()
+        models = {**self.frozen, **self.eval_models()}
         folder = self.out / "ckpts"
         for key, name in (("slat_encoder", "encoder"), ("slat_decoder_gs", "decoder_gs"),
                           ("slat_decoder_mesh", "decoder_mesh"), ("slat_decoder_rf", "decoder_rf")):
             ckpt, cls, args = self.configs[key]
             export_model(folder, ckpt, cls, args, models[name])
-        (self.out / "latent_stats.json").write_text(json.dumps(self.latent_stats(), indent=2))
+        if self.latent_stats_file is not None:  # a fixed encoder keeps the statistics it came with
+            (self.out / "latent_stats.json").write_text(Path(self.latent_stats_file).read_text())
+        else:
+            (self.out / "latent_stats.json").write_text(json.dumps(self.latent_stats(), indent=2))
+
+
+def init_encoder_for_fast_start(encoder, logvar_bias: float = -4.0, std: float = 0.02) -> None:
+    """The reference zero-initialises the encoder's output layer: z starts as pure posterior noise
+    (σ = 1) that the decoders cannot read, which costs many steps. Here the mean rows start small
+    and random and the log-variance at `logvar_bias`, so z carries the input from the first step."""
+    with torch.no_grad():
+        c = encoder.latent_channels
+        w, b = encoder.out_layer.weight, encoder.out_layer.bias
+        w[:c].normal_(0, std)
+        b[c:].fill_(logvar_bias)
