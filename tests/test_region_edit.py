@@ -1,6 +1,8 @@
 """Region editing: outside the region nothing changes, inside it does; old files are kept."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,22 @@ def test_margin_blends_and_region_validation():
         region_mask_grid({"center": [0, 0, 0]})
     vox = region_mask_grid({"voxels": [[1, 2, 3], [70, 0, 0]]})
     assert vox.sum() == 1 and vox[1, 2, 3]
+
+
+def test_cli_edit_writes_new_files(generated, tmp_path):
+    import subprocess
+    import sys
+
+    pipe, res, _ = generated
+    proc = subprocess.run([sys.executable, "-m", "trellis_backend", "edit", "--from", res["files"]["slat"],
+                           "--model", str(pipe.folder), "--box=-0.5,-0.5,0,0.5,0.5,0.5", "--seed", "2",
+                           "--keep-structure", "--steps", "2", "--formats", "ply", "--out", str(tmp_path),
+                           "--json", "--quiet", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    files = json.loads(proc.stdout)["files"]
+    assert set(files) == {"ply", "slat"} and all(Path(p).is_file() for p in files.values())
+    bad = subprocess.run([sys.executable, "-m", "trellis_backend", "edit", "--from", str(tmp_path / "missing.npz"),
+                          "--model", str(pipe.folder), "--box", "0,0,0,1,1,1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "sidecar not found" in bad.stderr

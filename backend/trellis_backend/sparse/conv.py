@@ -112,12 +112,12 @@ def conv_with_neighbor_map(feats: torch.Tensor, nbr: torch.Tensor, weight: torch
     for k in range(w.shape[0]):
         idx = nbr[:, k]
         if k == center:
-            out += feats @ w[k]
+            out += (feats @ w[k]).to(out.dtype)  # autocast may compute the product in bf16
             continue
         rows = (idx >= 0).nonzero(as_tuple=True)[0]
         if rows.numel() == 0:
             continue
-        out.index_add_(0, rows, feats[idx[rows]] @ w[k])
+        out.index_add_(0, rows, (feats[idx[rows]] @ w[k]).to(out.dtype))
     if bias is not None:
         out = out + bias
     return out
