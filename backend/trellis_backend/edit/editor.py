@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from ..errors import BadInputError, MissingFileError, TrellisError

@@ -1,7 +1,6 @@
 """Which voxels a region edit may change: boxes in object space or explicit voxel sets, and blend weights."""
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch

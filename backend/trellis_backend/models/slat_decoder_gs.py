@@ -4,11 +4,9 @@ from __future__ import annotations
 from typing import List
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from ..sparse import SparseLinear, SparseTensor
-from .slat_vae_base import SparseTransformerBase
+from .slat_vae_base import SparseTransformerBase, channel_layout
 
 PRIMES = (2, 3, 5, 7, 11, 13)
 
@@ -40,20 +38,11 @@ class SLatGaussianDecoder(SparseTransformerBase):
         self.rep_config = representation_config
         g = representation_config["num_gaussians"]
         shapes = {"_xyz": (g, 3), "_features_dc": (g, 1, 3), "_scaling": (g, 3), "_rotation": (g, 4), "_opacity": (g, 1)}
-        self.layout, start = {}, 0
-        for name in self.FIELDS:
-            size = int(torch.Size(shapes[name]).numel())
-            self.layout[name] = {"shape": shapes[name], "range": (start, start + size)}
-            start += size
-        self.out_channels = start
+        self.layout, self.out_channels = channel_layout({name: shapes[name] for name in self.FIELDS})
         self.out_layer = SparseLinear(model_channels, self.out_channels)
         points = torch.tensor([hammersley_point(3, i, g) for i in range(g)], dtype=torch.float32) * 2 - 1
         self.register_buffer("offset_perturbation", torch.atanh(points / representation_config["voxel_size"]))
-        self.initialize_weights()
-        nn.init.zeros_(self.out_layer.weight)
-        nn.init.zeros_(self.out_layer.bias)
-        if use_fp16:
-            self.convert_to_fp16()
+        self.finish_init(use_fp16)
 
     def to_representation(self, x: SparseTensor) -> list:
         cfg = self.rep_config
@@ -80,9 +69,7 @@ class SLatGaussianDecoder(SparseTransformerBase):
         return out
 
     def forward(self, x: SparseTensor) -> list:
-        h = super().forward(x).type(x.dtype)
-        h = self.out_layer(h.replace(F.layer_norm(h.feats, h.feats.shape[-1:])))
-        return self.to_representation(h)
+        return self.to_representation(self.torso_and_head(x))
 
 
 class ElasticSLatGaussianDecoder(SLatGaussianDecoder):

@@ -1,9 +1,8 @@
 """SLat decoder to a mesh: the transformer, two 2× sparse subdivisions (64³ -> 256³), then FlexiCubes."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Optional
 
-import torch
 import torch.nn as nn
 
 from ..modules.precision import convert_module_to_f16, convert_module_to_f32, zero_module
@@ -52,11 +51,7 @@ class SLatMeshDecoder(SparseTransformerBase):
             SparseSubdivideBlock3d(model_channels // 4, resolution * 2, out_channels=model_channels // 8),
         ])
         self.out_layer = SparseLinear(model_channels // 8, self.out_channels)
-        self.initialize_weights()
-        nn.init.zeros_(self.out_layer.weight)
-        nn.init.zeros_(self.out_layer.bias)
-        if use_fp16:
-            self.convert_to_fp16()
+        self.finish_init(use_fp16)
 
     def convert_to_fp16(self) -> None:
         super().convert_to_fp16()

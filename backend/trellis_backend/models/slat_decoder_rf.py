@@ -1,14 +1,10 @@
 """SLat decoder to a Strivec radiance field: per-voxel rank-R vector-matrix factors, density and colour."""
 from __future__ import annotations
 
-from typing import List
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from ..sparse import SparseLinear, SparseTensor
-from .slat_vae_base import SparseTransformerBase
+from .slat_vae_base import SparseTransformerBase, channel_layout
 
 
 class SLatRadianceFieldDecoder(SparseTransformerBase):
@@ -22,18 +18,9 @@ class SLatRadianceFieldDecoder(SparseTransformerBase):
         self.rep_config = representation_config
         rank, dim = representation_config["rank"], representation_config["dim"]
         shapes = {"trivec": (rank, 3, dim), "density": (rank,), "features_dc": (rank, 1, 3)}
-        self.layout, start = {}, 0
-        for name, shape in shapes.items():
-            size = int(torch.Size(shape).numel())
-            self.layout[name] = {"shape": shape, "range": (start, start + size)}
-            start += size
-        self.out_channels = start
+        self.layout, self.out_channels = channel_layout(shapes)
         self.out_layer = SparseLinear(model_channels, self.out_channels)
-        self.initialize_weights()
-        nn.init.zeros_(self.out_layer.weight)
-        nn.init.zeros_(self.out_layer.bias)
-        if use_fp16:
-            self.convert_to_fp16()
+        self.finish_init(use_fp16)
 
     def to_representation(self, x: SparseTensor) -> list:
         from ..representations.strivec import StrivecFields  # representations import models' outputs only
@@ -51,9 +38,7 @@ class SLatRadianceFieldDecoder(SparseTransformerBase):
         return out
 
     def forward(self, x: SparseTensor) -> list:
-        h = super().forward(x).type(x.dtype)
-        h = self.out_layer(h.replace(F.layer_norm(h.feats, h.feats.shape[-1:])))
-        return self.to_representation(h)
+        return self.to_representation(self.torso_and_head(x))
 
 
 class ElasticSLatRadianceFieldDecoder(SLatRadianceFieldDecoder):

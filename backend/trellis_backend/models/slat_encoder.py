@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from ..sparse import SparseLinear, SparseTensor
 from .slat_vae_base import SparseTransformerBase
@@ -18,15 +16,10 @@ class SLatEncoder(SparseTransformerBase):
                          attn_mode, window_size, pe_mode, use_fp16, use_checkpoint, qk_rms_norm)
         self.resolution, self.latent_channels = resolution, latent_channels
         self.out_layer = SparseLinear(model_channels, 2 * latent_channels)
-        self.initialize_weights()
-        nn.init.zeros_(self.out_layer.weight)
-        nn.init.zeros_(self.out_layer.bias)
-        if use_fp16:
-            self.convert_to_fp16()
+        self.finish_init(use_fp16)
 
     def forward(self, x: SparseTensor, sample_posterior: bool = True, return_raw: bool = False):
-        h = super().forward(x).type(x.dtype)
-        h = self.out_layer(h.replace(F.layer_norm(h.feats, h.feats.shape[-1:])))
+        h = self.torso_and_head(x)
         mean, logvar = h.feats.chunk(2, dim=-1)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean) if sample_posterior else mean
         z = h.replace(z)

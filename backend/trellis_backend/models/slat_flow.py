@@ -5,7 +5,6 @@ transformer and unpack them after, with skip connections, as the reference.
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional
 
 import torch

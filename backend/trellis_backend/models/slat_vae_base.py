@@ -5,12 +5,23 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..modules.embedders import AbsolutePositionEmbedder
 from ..modules.precision import convert_module_to_f16, convert_module_to_f32
 from ..modules.transformer import SparseTransformerBlock
 from ..sparse import SparseLinear, SparseTensor
 from .init import init_transformer_weights
+
+
+def channel_layout(shapes: dict):
+    """({name: {"shape", "range"}}, total channels) for output fields packed one after another."""
+    layout, start = {}, 0
+    for name, shape in shapes.items():
+        size = int(torch.Size(shape).numel())
+        layout[name] = {"shape": shape, "range": (start, start + size)}
+        start += size
+    return layout, start
 
 
 def block_attention(attn_mode: str, window_size: Optional[int], index: int):
@@ -56,6 +67,19 @@ class SparseTransformerBase(nn.Module):
 
     def initialize_weights(self) -> None:
         init_transformer_weights(self)
+
+    def finish_init(self, use_fp16: bool) -> None:
+        """Fresh-model init (zeroed output layer, as the reference) and the fp16 torso."""
+        self.initialize_weights()
+        nn.init.zeros_(self.out_layer.weight)
+        nn.init.zeros_(self.out_layer.bias)
+        if use_fp16:
+            self.convert_to_fp16()
+
+    def torso_and_head(self, x: SparseTensor) -> SparseTensor:
+        """Torso, back to the input dtype, parameter-free LayerNorm, output layer."""
+        h = SparseTransformerBase.forward(self, x).type(x.dtype)
+        return self.out_layer(h.replace(F.layer_norm(h.feats, h.feats.shape[-1:])))
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         h = self.input_layer(x)

@@ -10,7 +10,7 @@ SDPA; equal-length groups stay on SDPA (cuDNN/flash).
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
