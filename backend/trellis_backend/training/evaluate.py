@@ -42,7 +42,7 @@ from ..data.splits import CATEGORIES
 class LoadedModel:
     """The pieces of a pipeline folder, for batched generation."""
 
-    def __init__(self, folder: str | Path, device):
+    def __init__(self, folder: str | Path, device, structure_only: bool = False):
         from ..models import load_model, read_config
         from ..pipeline.conditioning import build_conditioner
         from ..pipeline.samplers import build_sampler
@@ -56,8 +56,10 @@ class LoadedModel:
         args = self.config["args"]
         self.kind = "image" if args.get("image_cond_model") else "text"
         self.models = {}
-        for key in ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model",
-                    "slat_decoder_mesh", "slat_decoder_gs"):
+        keys = ["sparse_structure_flow_model", "sparse_structure_decoder"]
+        if not structure_only:
+            keys += ["slat_flow_model", "slat_decoder_mesh", "slat_decoder_gs"]
+        for key in keys:
             path = self._resolve(args["models"][key])
             over = {"use_fp16": False} if "use_fp16" in read_config(path)["args"] else {}
             self.models[key] = load_model(path, device=self.device, **over).eval()
@@ -226,7 +228,7 @@ def save_grid(tiles: List[np.ndarray], labels: List[str], path: Path, cols: int 
 
 # ------------------------------------------------------------------ main evaluation
 def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, device=None, batch: int = 20,
-             seed: int = 0, log=print, ss_params=None, slat_params=None) -> dict:
+             seed: int = 0, log=print, ss_params=None, slat_params=None, structure_only: bool = False) -> dict:
     from PIL import Image
 
     from ..data.dataset import evaluation_set
@@ -239,11 +241,11 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
     records = evaluation_set(n, "heldout", image_size=256 if image_model else None)
     clf = DeviceClassifier(device)
     log(f"[eval] {n} held-out records and classifier references in {time.time() - t0:.0f}s")
-    results = {"n": n, "device": str(device)}
+    results = {"n": n, "device": str(device), "structure_only": structure_only}
     runs = [("text", model)] + ([("image", image_model)] if image_model else [])
     for kind, folder in runs:
         t1 = time.time()
-        m = LoadedModel(folder, device)
+        m = LoadedModel(folder, device, structure_only)
         items = []
         tiles, labels = [], []
         for s in range(0, n, batch):
@@ -254,7 +256,7 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
                 pre = [preprocess_image(Image.fromarray(r["image"], "RGBA")) for r in recs]
                 cond = m.conditioner.get_cond(pre)
             gen = generate_batch(m, cond["cond"], cond["neg_cond"][:1], [seed + s + i for i in range(len(recs))],
-                                 ss_params, slat_params)
+                                 ss_params, slat_params, decode=not structure_only)
             for r, g in zip(recs, gen):
                 pred_cat, _ = clf.classify(g["coords"].numpy())
                 colour = object_colour(g)
@@ -266,7 +268,7 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
                     it["iou"] = voxel_iou(g["coords"].numpy(), r["coords"]) if len(g["coords"]) else 0.0
                     it["solid_iou"] = solid_iou(g["coords"].numpy(), r["coords"]) if len(g["coords"]) else 0.0
                 items.append(it)
-                if len(tiles) < 24:
+                if len(tiles) < 24 and not structure_only:
                     tiles.append(render_item(g))
                     labels.append((r["caption"] if kind == "text" else f"{r['color']} {r['category']}")
                                   + ("" if it["category_ok"] and it["color_ok"] else " (x)"))
@@ -314,7 +316,8 @@ def markdown_table(results: dict) -> str:
         s = results[kind]["summary"]
         iou = f"{s['mean_iou']:.3f}" if "mean_iou" in s else "-"
         siou = f"{s['mean_solid_iou']:.3f}" if "mean_solid_iou" in s else "-"
-        lines.append(f"| {kind} | {s['generations']} | {s['category_accuracy']:.1%} | {s['color_accuracy']:.1%} | "
+        col = "-" if results.get("structure_only") else f"{s['color_accuracy']:.1%}"
+        lines.append(f"| {kind} | {s['generations']} | {s['category_accuracy']:.1%} | {col} | "
                      f"{iou} | {siou} | {s['empty']} |")
     lines += ["", "| category | " + " | ".join(k for k in ("text", "image") if k in results) + " |",
               "| --- | " + " | ".join("---" for k in ("text", "image") if k in results) + " |"]
@@ -323,7 +326,8 @@ def markdown_table(results: dict) -> str:
         for k in ("text", "image"):
             if k in results:
                 pc = results[k]["per_category"].get(c)
-                cells.append(f"cat {pc['category']:.0%}, colour {pc['color']:.0%}" if pc else "-")
+                colour = "" if results.get("structure_only") else f", colour {pc['color']:.0%}" if pc else ""
+                cells.append(f"cat {pc['category']:.0%}{colour}" if pc else "-")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -359,6 +363,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ss-params", default=None, help="JSON overriding pipeline.json's stage-1 sampler params")
     ap.add_argument("--slat-params", default=None)
+    ap.add_argument("--structure-only", action="store_true",
+                    help="score stage 1 only (category, IoU); colour is not measured")
     ap.add_argument("--pipeline-timing", type=int, default=0, help="also time K generations via TrellisPipeline")
     args = ap.parse_args(argv)
     image_model = args.image_model
@@ -368,7 +374,8 @@ def main(argv=None):
         image_model = None
     res = evaluate(args.model, image_model, args.n, args.out, args.device, args.batch, args.seed,
                    ss_params=json.loads(args.ss_params) if args.ss_params else None,
-                   slat_params=json.loads(args.slat_params) if args.slat_params else None)
+                   slat_params=json.loads(args.slat_params) if args.slat_params else None,
+                   structure_only=args.structure_only)
     print(markdown_table(res))
     if args.pipeline_timing:
         from ..data.dataset import evaluation_set
