@@ -76,6 +76,8 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         else:
             row.operator("trellis.generate", icon="PLAY")
 
+        draw_region_edit(layout, context, settings, busy)
+
         if status.state in ("STARTING", "RUNNING", "CANCELLING"):
             draw_progress(layout.column(), status)
         elif status.state == "DONE" and status.message:
@@ -91,6 +93,25 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
             if "Set up backend" in status.error_hint:
                 box.operator("trellis.setup_backend", icon="IMPORT")
         draw_setup(layout, jobs.setup_state())
+
+
+def draw_region_edit(layout, context, settings, busy):
+    """Region edit of the active generated object (operators_edit.py)."""
+    obj = context.active_object
+    if obj is None or not obj.get("trellis_sidecar"):
+        return
+    box = layout.box()
+    box.label(text="Edit region of %s" % obj.name, icon="MOD_BOOLEAN")
+    col = box.column()
+    col.enabled = not busy
+    col.prop(settings, "edit_region_source", text="Region")
+    col.prop(settings, "edit_prompt", text="", icon="SORTALPHA")
+    col.prop(settings, "edit_image_path", text="")
+    col.prop(settings, "edit_seed")
+    col.prop(settings, "edit_keep_structure")
+    col.prop(settings, "edit_margin")
+    if not busy:
+        box.operator("trellis.regenerate_selection", icon="FILE_REFRESH")
 
 
 def draw_setup(layout, setup):

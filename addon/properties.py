@@ -39,6 +39,23 @@ class TRELLIS_Settings(bpy.types.PropertyGroup):
     slat_cfg: FloatProperty(name="Detail guidance", default=3.0, min=0.0, max=50.0,
                             description="Classifier-free guidance strength of stage 2")
     outputs: EnumProperty(name="Outputs", items=OUTPUTS, default="BOTH")
+    # Region edit ("Regenerate selection", operators_edit.py)
+    edit_prompt: StringProperty(name="New prompt",
+                                description="Prompt for the selected region (empty: the object's own prompt/image)")
+    edit_image_path: StringProperty(name="New image", subtype="FILE_PATH",
+                                    description="Image condition for the selected region (optional)")
+    edit_seed: IntProperty(name="Edit seed", default=1, min=0,
+                           description="Seed of the region edit (change it for another variant)")
+    edit_keep_structure: BoolProperty(name="Keep structure", default=False,
+                                      description="Keep the occupied voxels; regenerate only their features "
+                                                  "(colour/detail) inside the region")
+    edit_margin: IntProperty(name="Blend margin", default=0, min=0, max=16,
+                             description="Voxels over which the new features blend into the old ones")
+    edit_region_source: EnumProperty(
+        name="Region", default="AUTO",
+        items=[("AUTO", "Auto", "Selected vertices in Edit Mode, else a selected box Empty"),
+               ("BOX", "Box Empty", "The bounds of a selected Empty shown as a cube"),
+               ("VERTICES", "Vertices", "The selected vertices of the object (Edit Mode), dilated by one voxel")])
 
 
 class TRELLIS_Status(bpy.types.PropertyGroup):

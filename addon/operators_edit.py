@@ -1,0 +1,312 @@
+"""Region edit: "Regenerate selection" (issue 7, Blender side).
+
+The region comes from a selected box Empty (display type Cube) or from the
+selected vertices of the generated object in Edit Mode. It is mapped into the
+SLAT sidecar's object space: the importer keeps the generated object's local
+coordinates equal to the sidecar's z-up unit cube [-0.5, 0.5]^3 (pinned by
+blender_tests/test_generate_real.py), so world -> object local is all it takes.
+
+The backend ``edit`` job runs through the teammate's job controller (async with
+progress in the panel, blocking in background mode); the controller imports the
+result, then ``_apply`` (an ``on_finish`` callback, main thread) swaps the new
+object in place of the old one. A failed or cancelled job never reaches
+``_apply``: the scene stays as it was.
+"""
+
+import json
+import os
+import re
+import time
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty
+from mathutils import Vector
+
+from . import jobs, preferences
+from . import protocol as P
+from .operators import RUN_MODES, _slug, _wait
+
+GRID = 64
+UNDO_MESSAGE = "TRELLIS regenerate selection"
+
+
+# -- region -----------------------------------------------------------------
+def target_object(context):
+    obj = context.active_object
+    if obj is not None and obj.get("trellis_sidecar"):
+        return obj
+    return None
+
+
+def box_empties(context, target):
+    return [o for o in context.selected_objects
+            if o is not target and o.type == "EMPTY" and o.empty_display_type == "CUBE"]
+
+
+def box_region(empty, target):
+    """A Cube Empty's world bounds -> AABB in the target's local (= sidecar) space."""
+    size = empty.empty_display_size
+    to_local = target.matrix_world.inverted() @ empty.matrix_world
+    corners = [to_local @ Vector((x * size, y * size, z * size))
+               for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+    lo = [max(-0.5, min(c[i] for c in corners)) for i in range(3)]
+    hi = [min(0.5, max(c[i] for c in corners)) for i in range(3)]
+    if any(h <= l for l, h in zip(lo, hi)):
+        raise ValueError("The box Empty '%s' does not overlap the object '%s'." % (empty.name, target.name))
+    return {"box_min": [float(v) for v in lo], "box_max": [float(v) for v in hi]}
+
+
+def voxels_of_points(points, dilate=1):
+    """Local (sidecar space) points -> sorted 64^3 voxel indices, dilated by ``dilate`` voxels (3x3x3 steps)."""
+    cells = set()
+    for p in points:
+        cells.add(tuple(min(GRID - 1, max(0, int((p[i] + 0.5) * GRID // 1))) for i in range(3)))
+    for _ in range(dilate):
+        grown = set()
+        for i, j, k in cells:
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    for dk in (-1, 0, 1):
+                        c = (i + di, j + dj, k + dk)
+                        if all(0 <= v < GRID for v in c):
+                            grown.add(c)
+        cells = grown
+    return sorted([list(c) for c in cells])
+
+
+def vertex_region(target):
+    """Selected vertices of the target (Edit Mode selection written back to the mesh) -> voxel region."""
+    if target.type != "MESH":
+        raise ValueError("Vertex selection needs a mesh object.")
+    if target.mode == "EDIT":
+        target.update_from_editmode()
+    pts = [v.co for v in target.data.vertices if v.select]
+    if not pts:
+        raise ValueError("Select some vertices of '%s' in Edit Mode first." % target.name)
+    return {"voxels": voxels_of_points(pts)}
+
+
+def pick_region(context, target, source):
+    """(region dict, description); raises ValueError with a user-facing message."""
+    if source == "VERTICES" or (source == "AUTO" and target.mode == "EDIT"):
+        region = vertex_region(target)
+        return region, "%d voxels" % len(region["voxels"])
+    boxes = box_empties(context, target)
+    if not boxes:
+        raise ValueError("Select a box Empty (display 'Cube') with the object, or select vertices in Edit Mode.")
+    return box_region(boxes[0], target), "box '%s'" % boxes[0].name
+
+
+# -- replacement --------------------------------------------------------------
+def siblings(target):
+    """The target and the other visible objects of the same generation (mesh + splats share a sidecar)."""
+    sidecar = target["trellis_sidecar"]
+    out = [target]
+    for obj in bpy.data.objects:
+        if obj is not target and obj.get("trellis_sidecar") == sidecar and not obj.hide_viewport:
+            out.append(obj)
+    return out
+
+
+def version_name(name):
+    base = re.sub(r"\.v\d+$", "", name)
+    n = 1
+    while bpy.data.objects.get("%s.v%d" % (base, n)) is not None:
+        n += 1
+    return "%s.v%d" % (base, n)
+
+
+def _user_materials(obj):
+    """Materials the user put on the old object (not the importer's own vertex-colour one), or None."""
+    mats = [s.material for s in obj.material_slots]
+    if not mats or all(m is None or m.name.startswith("TRELLIS ") for m in mats):
+        return None
+    return mats
+
+
+def replace_object(old, new, info):
+    """Put ``new`` where ``old`` is (matrix, parent, collections, name, materials); hide ``old``."""
+    world = old.matrix_world.copy()
+    new.parent = old.parent
+    if old.parent is not None:
+        new.matrix_parent_inverse = old.matrix_parent_inverse.copy()
+    new.matrix_world = world
+    for coll in list(new.users_collection):
+        coll.objects.unlink(new)
+    for coll in old.users_collection:
+        coll.objects.link(new)
+    mats = _user_materials(old)
+    if mats is not None and new.type == "MESH":
+        new.data.materials.clear()
+        for m in mats:
+            new.data.materials.append(m)
+    name = old.name
+    old.name = version_name(name)
+    new.name = name
+    if new.type == "MESH" and new.data.users == 1:
+        new.data.name = name
+    old.hide_viewport = old.hide_render = True
+    old.select_set(False)
+    new.select_set(True)
+    new["trellis_edit_of"] = old.name
+    new["trellis_edit_region"] = info["region_text"]
+    new["trellis_version"] = int(old.get("trellis_version", 1)) + 1
+    new["trellis_prompt"] = info["prompt"]
+    new["trellis_image"] = info["image"]
+
+
+def _apply(job, objects, info):
+    """on_finish callback: runs on the main thread after the controller imported the result."""
+    status = bpy.context.window_manager.trellis_status
+    if job.state != P.DONE or not objects:
+        return []
+    olds = [bpy.data.objects.get(n) for n in info["targets"]]
+    by_kind = {}
+    for obj in objects:
+        by_kind.setdefault(obj.get("trellis_kind"), obj)
+    pairs = [(o, by_kind.get(o.get("trellis_kind"))) for o in olds if o is not None]
+    pairs = [(o, n) for o, n in pairs if n is not None]
+    if not pairs:
+        from .importers import _remove
+
+        _remove(objects)
+        status.state, status.error_type = "FAILED", "EditTargetGone"
+        status.error_message = "The object to replace is no longer in the scene; nothing was changed."
+        status.error_hint = "Select the generated object and press Regenerate selection again."
+        return []
+    replaced = []
+    for old, new in pairs:
+        replace_object(old, new, info)
+        replaced.append(new)
+    extra = [o for o in objects if o not in replaced]
+    if extra:  # a kind the old version did not have: keep it next to the replacement, unhidden
+        for obj in extra:
+            obj.matrix_world = pairs[0][0].matrix_world.copy()
+    view_layer = bpy.context.view_layer
+    if view_layer is not None and replaced[0].name in view_layer.objects:
+        view_layer.objects.active = replaced[0]
+    status.last_objects = ";".join(o.name for o in replaced + extra)
+    status.message = "Replaced %s" % ", ".join(o.name for o in replaced)
+    if info["push_undo"]:  # async: the operator's own undo step was pushed when it returned
+        try:
+            bpy.ops.ed.undo_push(message=UNDO_MESSAGE)
+        except RuntimeError:
+            pass
+    return replaced
+
+
+def build_edit_request(context, settings, target, region, job_name):
+    prefs = preferences.get_prefs(context)
+    kinds = {o.get("trellis_kind") for o in siblings(target)}
+    formats = [f for k, f in (("mesh", "mesh"), ("gaussians", "gaussians")) if k in kinds] or ["mesh"]
+    params = {"sidecar_path": bpy.path.abspath(target["trellis_sidecar"]), "region": region,
+              "seed": settings.edit_seed, "output_dir": preferences.resolved_output_dir(prefs), "name": job_name,
+              "formats": formats}
+    if not os.path.isfile(params["sidecar_path"]):
+        raise ValueError("The object's SLAT sidecar is missing: %s" % params["sidecar_path"])
+    if settings.edit_prompt.strip():
+        params["prompt"] = settings.edit_prompt.strip()
+    if settings.edit_image_path:
+        path = bpy.path.abspath(settings.edit_image_path)
+        if not os.path.isfile(path):
+            raise ValueError("Image file not found: %s" % path)
+        params["image"] = os.path.normpath(path)
+    if settings.edit_keep_structure:
+        params["keep_structure"] = True
+    if settings.edit_margin:
+        params["margin"] = settings.edit_margin
+    if settings.custom_sampling:
+        params.update(ss_steps=settings.ss_steps, slat_steps=settings.slat_steps,
+                      ss_cfg=settings.ss_cfg, slat_cfg=settings.slat_cfg)
+    problems = P.validate_job_params(P.EDIT, params)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return params
+
+
+class TRELLIS_OT_regenerate_selection(bpy.types.Operator):
+    """Regenerate only the selected region (box Empty or Edit Mode vertices) of the active TRELLIS object;
+the object is replaced in place and the previous version is kept hidden"""
+
+    bl_idname = "trellis.regenerate_selection"
+    bl_label = "Regenerate selection"
+    bl_options = {"REGISTER", "UNDO"}
+
+    run_mode: EnumProperty(items=RUN_MODES, default="AUTO", options={"SKIP_SAVE"})
+    timeout: FloatProperty(default=0.0, min=0.0, options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        return not jobs.controller().busy and target_object(context) is not None
+
+    def _fail(self, context, message):
+        status = context.window_manager.trellis_status
+        status.state, status.error_type, status.error_message = "FAILED", "BadInput", message
+        status.error_hint = "Fix the selection or the edit settings and press Regenerate selection again."
+        self.report({"ERROR"}, message)
+        return {"CANCELLED"}
+
+    def execute(self, context):
+        settings = context.scene.trellis
+        target = target_object(context)
+        if target is None:
+            return self._fail(context, "Make a generated TRELLIS object active.")
+        try:
+            region, described = pick_region(context, target, settings.edit_region_source)
+        except ValueError as exc:
+            return self._fail(context, str(exc))
+        if target.mode == "EDIT":
+            bpy.ops.object.mode_set(mode="OBJECT")  # the replacement happens in Object Mode
+        job_name = "%s_edit_s%d_%s" % (_slug(target.name.replace("TRELLIS ", "")), settings.edit_seed,
+                                       time.strftime("%Y%m%d-%H%M%S"))
+        try:
+            params = build_edit_request(context, settings, target, region, job_name)
+        except ValueError as exc:
+            return self._fail(context, str(exc))
+        targets = siblings(target)
+        kinds = {o.get("trellis_kind") for o in targets}
+        snapshot = {"prompt": params.get("prompt") or target.get("trellis_prompt", ""),
+                    "image": params.get("image") or target.get("trellis_image", ""),
+                    "seed": settings.edit_seed, "params": json.dumps(params, sort_keys=True),
+                    "outputs": "BOTH" if len(kinds & {"mesh", "gaussians"}) == 2 else
+                    ("GAUSSIANS" if "gaussians" in kinds else "MESH")}
+        wait = _wait(self.run_mode)
+        info = {"targets": [o.name for o in targets], "region_text": json.dumps(region)[:60000],
+                "prompt": snapshot["prompt"], "image": snapshot["image"], "push_undo": not wait,
+                "replaced": []}
+        ctl = jobs.controller()
+
+        def on_finish(job, objects):
+            if job.params.get("name") != job_name:
+                return
+            ctl.on_finish.remove(on_finish)
+            info["replaced"] = _apply(job, objects, info)
+
+        ctl.on_finish.append(on_finish)
+        job = ctl.start(context, P.EDIT, params, snapshot, wait=wait, timeout=self.timeout or None)
+        if not wait and not job.finished:
+            self.report({"INFO"}, "TRELLIS: regenerating %s of %s..." % (described, target.name))
+            return {"FINISHED"}
+        if on_finish in ctl.on_finish:
+            ctl.on_finish.remove(on_finish)
+        if job.state == P.DONE and info["replaced"]:
+            self.report({"INFO"}, "TRELLIS: replaced %s" % ", ".join(o.name for o in info["replaced"]))
+            return {"FINISHED"}
+        status = context.window_manager.trellis_status
+        self.report({"WARNING"} if job.state == P.CANCELLED else {"ERROR"},
+                    "TRELLIS: %s: %s %s" % (status.error_type or job.error_type,
+                                            status.error_message or job.error_message, job.error_hint or ""))
+        return {"CANCELLED"}
+
+
+CLASSES = (TRELLIS_OT_regenerate_selection,)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
