@@ -61,7 +61,7 @@ GENERATE_PARAMS = frozenset({
     "prompt", "image", "seed", "ss_steps", "slat_steps", "ss_cfg", "slat_cfg",
     "formats", "output_dir", "name",
 })
-EDIT_PARAMS = GENERATE_PARAMS | frozenset({"sidecar_path", "region"})
+EDIT_PARAMS = GENERATE_PARAMS | frozenset({"sidecar_path", "region", "keep_structure", "margin", "resample"})
 FORMATS = ("mesh", "gaussians")
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
