@@ -290,6 +290,13 @@ the object is replaced in place and the previous version is kept hidden"""
         if on_finish in ctl.on_finish:
             ctl.on_finish.remove(on_finish)
         if job.state == P.DONE and info["replaced"]:
+            if bpy.app.background:
+                # Blender does not push an operator's undo step in background mode (the bpy module,
+                # blender -b); push it here so scripts get the same single step as the UI.
+                try:
+                    bpy.ops.ed.undo_push(message=UNDO_MESSAGE)
+                except RuntimeError:
+                    pass
             self.report({"INFO"}, "TRELLIS: replaced %s" % ", ".join(o.name for o in info["replaced"]))
             return {"FINISHED"}
         status = context.window_manager.trellis_status

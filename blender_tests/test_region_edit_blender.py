@@ -130,7 +130,7 @@ def test_regenerate_vertex_selection_async(addon, real_models):
     zs = np.array([v.co.z for v in obj.data.vertices])
     cut = np.quantile(zs, 0.8)  # the top fifth of the vertices
     for v in obj.data.vertices:
-        v.select = v.co.z >= cut
+        v.select = bool(v.co.z >= cut)
     _make_active(obj)
     bpy.ops.object.mode_set(mode="EDIT")
     assert obj.mode == "EDIT"
