@@ -97,7 +97,7 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
 
 def draw_region_edit(layout, context, settings, busy):
     """Region edit of the active generated object (operators_edit.py)."""
-    obj = context.active_object
+    obj = getattr(context, "active_object", None)
     if obj is None or not obj.get("trellis_sidecar"):
         return
     box = layout.box()

@@ -161,3 +161,33 @@ def test_regenerate_needs_a_region_and_leaves_scene_alone(addon, real_models):
         bpy.ops.trellis.regenerate_selection()
     assert status().state == "FAILED" and "box Empty" in status().error_message
     assert sorted(o.name for o in bpy.data.objects) == names and not obj.hide_viewport
+
+
+def test_panel_draws_region_edit_box(addon):
+    """The panel's region-edit box draws for a generated object (stub layout: the bpy module has no UI)."""
+    from trellis_blender import panel
+
+    drawn = []
+
+    class Layout:
+        def __getattr__(self, name):
+            def call(*a, **k):
+                drawn.append((name, a, k))
+                return Layout()
+            return call
+
+        def __setattr__(self, name, value):
+            pass
+
+    obj = bpy.data.objects.new("TRELLIS x", bpy.data.meshes.new("m"))
+    obj["trellis_sidecar"] = "/nowhere.slat.npz"
+
+    class Ctx:
+        scene = bpy.context.scene
+        window_manager = bpy.context.window_manager
+        active_object = obj
+
+    panel.VIEW3D_PT_trellis.draw(type("P", (), {"layout": Layout()})(), Ctx())
+    assert any(name == "operator" and a[:1] == ("trellis.regenerate_selection",) for name, a, k in drawn)
+    assert {"edit_prompt", "edit_seed", "edit_keep_structure", "edit_margin"} <= \
+        {a[1] for name, a, k in drawn if name == "prop" and len(a) > 1}
