@@ -153,7 +153,36 @@ def test_regenerate_vertex_selection_async(addon, real_models):
     _check_undo(before)
 
 
-def test_regenerate_needs_a_region_and_leaves_scene_alone(addon, real_models):
+def test_keep_structure_and_margin_reach_the_backend(addon, real_models):
+    """Panel options keep structure + blend margin: same voxels, features change only inside the region."""
+    from trellis_blender import jobs
+
+    obj = _generate(real_models)
+    before = _snapshot(obj)
+    box = bpy.data.objects.new("EditBox", None)
+    box.empty_display_type = "CUBE"
+    bpy.context.scene.collection.objects.link(box)
+    box.matrix_world = obj.matrix_world @ Matrix.Translation((0, 0, 0.3)) @ Matrix.Diagonal((0.6, 0.6, 0.3, 1))
+    bpy.context.view_layer.update()
+    _make_active(obj, box)
+    s = bpy.context.scene.trellis
+    s.edit_seed, s.edit_keep_structure, s.edit_margin = 5, True, 1
+    assert bpy.ops.trellis.regenerate_selection() == {"FINISHED"}, status().error_message
+    params = jobs.controller().job.params
+    assert params["keep_structure"] is True and params["margin"] == 1
+    old, new = _check_replaced(before)
+    a, b = np.load(before["sidecar"]), np.load(new["trellis_sidecar"])
+    ka = {tuple(c): i for i, c in enumerate(a["coords"][:, -3:].tolist())}
+    kb = {tuple(c): i for i, c in enumerate(b["coords"][:, -3:].tolist())}
+    assert set(ka) == set(kb)  # structure kept
+    far = [c for c in ka if c[2] < GRID // 2 - 1]  # outside the box and its 1-voxel margin
+    inside = [c for c in ka if c[2] >= GRID // 2 + 1]
+    assert far and inside
+    assert all(np.array_equal(a["feats"][ka[c]], b["feats"][kb[c]]) for c in far)
+    assert any(not np.array_equal(a["feats"][ka[c]], b["feats"][kb[c]]) for c in inside)
+
+
+def test_failures_leave_the_scene_alone(addon, real_models, tmp_path):
     obj = _generate(real_models)
     _make_active(obj)
     names = sorted(o.name for o in bpy.data.objects)
@@ -161,6 +190,20 @@ def test_regenerate_needs_a_region_and_leaves_scene_alone(addon, real_models):
         bpy.ops.trellis.regenerate_selection()
     assert status().state == "FAILED" and "box Empty" in status().error_message
     assert sorted(o.name for o in bpy.data.objects) == names and not obj.hide_viewport
+    # A job the backend fails (corrupt sidecar): nothing imported, nothing renamed or hidden.
+    bad = tmp_path / "corrupt.slat.npz"
+    bad.write_bytes(b"not a sidecar")
+    obj["trellis_sidecar"] = str(bad)
+    box = bpy.data.objects.new("EditBox", None)
+    box.empty_display_type = "CUBE"
+    bpy.context.scene.collection.objects.link(box)
+    box.matrix_world = obj.matrix_world
+    _make_active(obj, box)
+    names = sorted(o.name for o in bpy.data.objects)
+    with pytest.raises(RuntimeError):
+        bpy.ops.trellis.regenerate_selection()
+    assert status().state == "FAILED" and "sidecar" in status().error_message, status().error_message
+    assert sorted(o.name for o in bpy.data.objects) == names and not obj.hide_viewport and not obj.hide_render
 
 
 def test_panel_draws_region_edit_box(addon):
