@@ -206,7 +206,7 @@ class JobController:
             status.stage, status.message = "done", "Imported %d object(s)" % len(objects)
             status.step = status.total = 1
             status.last_objects = ";".join(o.name for o in objects)
-            if objects and not bpy.app.background:
+            if objects and not bpy.app.background and not self.job_settings.get("defer_undo"):
                 try:
                     bpy.ops.ed.undo_push(message="TRELLIS: import result")
                 except RuntimeError:

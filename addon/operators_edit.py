@@ -269,7 +269,8 @@ the object is replaced in place and the previous version is kept hidden"""
                     "image": params.get("image") or target.get("trellis_image", ""),
                     "seed": settings.edit_seed, "params": json.dumps(params, sort_keys=True),
                     "outputs": "BOTH" if len(kinds & {"mesh", "gaussians"}) == 2 else
-                    ("GAUSSIANS" if "gaussians" in kinds else "MESH")}
+                    ("GAUSSIANS" if "gaussians" in kinds else "MESH"),
+                    "defer_undo": True}  # the controller must not push its own "import result" step
         wait = _wait(self.run_mode)
         info = {"targets": [o.name for o in targets], "region_text": json.dumps(region)[:60000],
                 "prompt": snapshot["prompt"], "image": snapshot["image"], "push_undo": not wait,
