@@ -10,8 +10,11 @@ state. Undo does run headless in the bpy 4.5 wheel (it has one window); the test
 step first so that it can tell "undid the regenerate step" from "there was no step to undo".
 """
 
+import json
 import math
 import os
+import shutil
+import subprocess
 
 import bpy
 import numpy as np
@@ -234,3 +237,90 @@ def test_panel_draws_region_edit_box(addon):
     assert any(name == "operator" and a[:1] == ("trellis.regenerate_selection",) for name, a, k in drawn)
     assert {"edit_prompt", "edit_seed", "edit_keep_structure", "edit_margin"} <= \
         {a[1] for name, a, k in drawn if name == "prop" and len(a) > 1}
+
+
+# Interactive Blender (Debian's blender under Xvfb): the async path as a user gets it, where the UI pushes
+# undo steps itself. One Ctrl-Z after "Regenerate selection" must give back exactly the previous version.
+GUI_SCRIPT = r'''
+import json, os, sys, tempfile, time
+import bpy
+from mathutils import Matrix
+ROOT = os.environ["TRELLIS_ROOT"]; OUT = os.environ["TRELLIS_GUI_OUT"]; os.makedirs(OUT, exist_ok=True)
+R = {"log": []}
+def view3d():
+    for w in bpy.context.window_manager.windows:
+        for a in w.screen.areas:
+            if a.type == "VIEW_3D":
+                return w, a
+def objs():
+    return {o.name: (o.hide_viewport, o.get("trellis_sidecar", "")[-30:]) for o in bpy.data.objects}
+def st(): return bpy.context.window_manager.trellis_status
+def done(): return st().state in ("DONE", "FAILED", "CANCELLED")
+def finish():
+    with open(OUT + "/r.json", "w") as fh: json.dump(R, fh, indent=1)
+    bpy.ops.wm.quit_blender()
+def step3():
+    if not done(): return 0.2
+    R["after_edit"] = objs(); R["edit_state"] = (st().state, st().error_message)
+    w, a = view3d()
+    with bpy.context.temp_override(window=w, area=a):
+        R["undo1"] = sorted(bpy.ops.ed.undo()); R["after_undo1"] = objs()
+        R["undo2"] = sorted(bpy.ops.ed.undo()); R["after_undo2"] = objs()
+    finish(); return None
+def step2():
+    if not done(): return 0.2
+    R["gen_state"] = st().state
+    obj = bpy.data.objects[st().last_objects.split(";")[0]]
+    box = bpy.data.objects.new("EditBox", None); box.empty_display_type = "CUBE"
+    bpy.context.scene.collection.objects.link(box)
+    box.matrix_world = obj.matrix_world @ Matrix.Translation((0, 0, 0.3)) @ Matrix.Diagonal((0.6, 0.6, 0.3, 1))
+    for o in bpy.data.objects: o.select_set(o in (obj, box))
+    bpy.context.view_layer.objects.active = obj
+    w, a = view3d()
+    with bpy.context.temp_override(window=w, area=a):
+        bpy.ops.ed.undo_push(message="before regenerate")
+        R["before_edit"] = objs()
+        R["op"] = sorted(bpy.ops.trellis.regenerate_selection())
+    bpy.app.timers.register(step3, first_interval=0.5); return None
+def start():
+    for o in list(bpy.data.objects): bpy.data.objects.remove(o)
+    import addon_utils
+    bpy.context.preferences.use_preferences_save = False
+    d = tempfile.mkdtemp(); os.symlink(ROOT + "/addon", d + "/trellis_blender"); sys.path.insert(0, d)
+    addon_utils.enable("trellis_blender", default_set=True, handle_error=None)
+    p = bpy.context.preferences.addons["trellis_blender"].preferences
+    p.python_path, p.model_dir, p.device, p.output_dir = os.environ["TRELLIS_BACKEND_PY"], os.environ["TRELLIS_MODEL"], "cpu", OUT + "/files"
+    s = bpy.context.scene.trellis; s.prompt, s.outputs = "a chair", "MESH"
+    w, a = view3d()
+    with bpy.context.temp_override(window=w, area=a):
+        R["gen_op"] = sorted(bpy.ops.trellis.generate())
+    bpy.app.timers.register(step2, first_interval=0.5)
+def guard():
+    R["timeout"] = True; finish()
+bpy.app.timers.register(start, first_interval=1.0)
+bpy.app.timers.register(guard, first_interval=240)
+'''
+
+
+@pytest.mark.skipif(not (shutil.which("blender") and shutil.which("xvfb-run")), reason="needs blender and xvfb-run")
+def test_interactive_undo_is_one_step(real_models, tmp_path):
+    from conftest import BACKEND_PYTHON, ROOT
+
+    script, out = tmp_path / "gui_edit.py", tmp_path / "out"
+    script.write_text(GUI_SCRIPT)
+    env = dict(os.environ, BLENDER_USER_CONFIG=str(tmp_path / "config"), BLENDER_USER_SCRIPTS=str(tmp_path / "s"),
+               TRELLIS_BLENDER_DATA_DIR=str(tmp_path / "data"), TRELLIS_ROOT=ROOT, TRELLIS_GUI_OUT=str(out),
+               TRELLIS_BACKEND_PY=BACKEND_PYTHON, TRELLIS_MODEL=real_models["text"])
+    empty = str(tmp_path / "empty.blend")  # opening a file skips the splash screen
+    subprocess.run(["blender", "-b", "--factory-startup", "--python-expr",
+                    "import bpy; bpy.ops.wm.read_factory_settings(use_empty=True); "
+                    "bpy.ops.wm.save_as_mainfile(filepath=%r)" % empty], env=env, check=True, capture_output=True,
+                   timeout=120)
+    proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--factory-startup", empty,
+                           "-P", str(script)], env=env, capture_output=True, text=True, timeout=280)
+    assert (out / "r.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads((out / "r.json").read_text())
+    assert not r.get("timeout") and r["edit_state"][0] == "DONE", r
+    name = next(n for n in r["before_edit"] if n.startswith("TRELLIS"))
+    assert r["after_edit"][name][1] != r["before_edit"][name][1] and r["after_edit"][name + ".v1"][0] is True
+    assert r["after_undo1"] == r["before_edit"]  # one undo: the previous version, visible, nothing else
