@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import BadInputError, MissingFileError, TrellisError
+from ..errors import BadInputError, MissingFileError
 from ..sparse import SparseTensor
 from .region import blend_weights, latent_mask, lookup, region_mask_grid
 
@@ -165,42 +165,32 @@ def edit_region(pipe, sidecar_path, region: dict, prompt: Optional[str] = None, 
     _check_name(base)
     name = unique_name(out_dir, base)
 
-    try:
-        with torch.no_grad():
-            report("condition", 0, 1, "encoding the condition")
-            cond, info = pipe.get_cond(prompt, image, background_threshold)
-            report("condition", 1, 1, "condition encoded")
-            generator = torch.Generator().manual_seed(int(seed))
-            ss_params = pipe._sampler_params(pipe.sparse_structure_sampler_params, ss_steps, ss_cfg)
-            slat_params = pipe._sampler_params(pipe.slat_sampler_params, slat_steps, slat_cfg)
-            timings = {}
-            t = time.perf_counter()
-            if keep_structure:
-                new_coords = old_coords
-            else:
-                new_coords = edit_structure(pipe, old_coords, grid, cond, ss_params, generator, progress, cancel,
-                                            resample)
-                if len(new_coords) == 0:
-                    raise BadInputError("the edit left no voxel at all", hint="Try another seed or prompt.")
-            timings["sparse_structure"] = time.perf_counter() - t
-            t = time.perf_counter()
-            slat = edit_features(pipe, old_coords, old_feats, new_coords, grid, margin, cond, slat_params,
-                                 generator, progress, cancel, resample)
-            timings["slat"] = time.perf_counter() - t
-            settings = pipe._settings(int(seed), info, ss_params, slat_params, fmts, None)
-            settings["edit"] = {"of": str(sidecar_path.resolve()), "region": region, "keep_structure": keep_structure,
-                                "margin": margin, "resample": resample}
-            result = pipe._decode_and_export(slat, fmts, out_dir, name, settings, progress, cancel, timings,
-                                             texture_size)
-    except TrellisError:
-        raise
-    except BaseException as e:
-        from ..pipeline.pipeline import _free_memory, _is_oom
-
-        if _is_oom(e):
-            _free_memory(pipe.device)
-            raise pipe._oom_error(e) from e
-        raise
+    with pipe.inference_guard():
+        report("condition", 0, 1, "encoding the condition")
+        cond, info = pipe.get_cond(prompt, image, background_threshold)
+        report("condition", 1, 1, "condition encoded")
+        generator = torch.Generator().manual_seed(int(seed))
+        ss_params = pipe._sampler_params(pipe.sparse_structure_sampler_params, ss_steps, ss_cfg)
+        slat_params = pipe._sampler_params(pipe.slat_sampler_params, slat_steps, slat_cfg)
+        timings = {}
+        t = time.perf_counter()
+        if keep_structure:
+            new_coords = old_coords
+        else:
+            new_coords = edit_structure(pipe, old_coords, grid, cond, ss_params, generator, progress, cancel,
+                                        resample)
+            if len(new_coords) == 0:
+                raise BadInputError("the edit left no voxel at all", hint="Try another seed or prompt.")
+        timings["sparse_structure"] = time.perf_counter() - t
+        t = time.perf_counter()
+        slat = edit_features(pipe, old_coords, old_feats, new_coords, grid, margin, cond, slat_params,
+                             generator, progress, cancel, resample)
+        timings["slat"] = time.perf_counter() - t
+        settings = pipe._settings(int(seed), info, ss_params, slat_params, fmts, None)
+        settings["edit"] = {"of": str(sidecar_path.resolve()), "region": region, "keep_structure": keep_structure,
+                            "margin": margin, "resample": resample}
+        result = pipe._decode_and_export(slat, fmts, out_dir, name, settings, progress, cancel, timings,
+                                         texture_size)
     result["meta"]["timings"].update(timings)
     result["meta"]["timings"]["total"] = time.perf_counter() - t0
     result["meta"]["edited_voxels"] = int(lookup(grid, slat.coords[:, 1:].cpu()).sum())

@@ -414,11 +414,18 @@ class TrellisPipeline:
         written only when `output_dir` is given (the SLAT sidecar always, with them).
         """
         fmts = normalize_formats(formats)
+        with self.inference_guard():
+            return self._generate(prompt, image, int(seed), ss_steps, slat_steps, ss_cfg, slat_cfg, fmts,
+                                  output_dir, name, progress, cancel, background_threshold, multi_image_mode,
+                                  texture_size)
+
+    @contextlib.contextmanager
+    def inference_guard(self):
+        """No autograd, and an out-of-memory anywhere inside becomes OutOfMemoryError with advice
+        (after freeing what the failed attempt held); errors the user can act on pass through."""
         try:
             with torch.no_grad():
-                return self._generate(prompt, image, int(seed), ss_steps, slat_steps, ss_cfg, slat_cfg, fmts,
-                                      output_dir, name, progress, cancel, background_threshold, multi_image_mode,
-                                      texture_size)
+                yield
         except TrellisError:
             raise
         except BaseException as e:
@@ -582,37 +589,29 @@ class TrellisPipeline:
         (e.g. a MeshExtractResult). Meshes are normalised into the unit cube like the reference.
         """
         fmts = normalize_formats(formats)
-        try:
-            with torch.no_grad():
-                t0 = time.perf_counter()
-                coords = self._coords_from(mesh_or_coords)
-                report = progress or (lambda *a: None)
-                if output_dir is not None:
-                    _check_name(name)
-                report("condition", 0, 1, "encoding the condition")
-                cond, info = self.get_cond(prompt, image, background_threshold)
-                multi = "stochastic" if (self.kind == "image" and cond["cond"].shape[0] > 1) else None
-                report("condition", 1, 1, "condition encoded")
-                params = self._sampler_params(self.slat_sampler_params, slat_steps, slat_cfg)
-                gen = torch.Generator().manual_seed(int(seed))
-                timings: Dict[str, float] = {}
-                t = time.perf_counter()
-                slat = self.sample_slat(cond, coords, gen, params, progress, cancel, multi_image=multi)
-                timings["slat"] = time.perf_counter() - t
-                settings = self._settings(int(seed), info, self.sparse_structure_sampler_params, params, fmts, multi)
-                settings["variant_of"] = str(mesh_or_coords) if isinstance(mesh_or_coords, (str, Path)) else None
-                res = self._decode_and_export(slat, fmts, output_dir, name, settings, progress, cancel, timings,
-                                              texture_size)
-                res["meta"]["timings"].update(timings)
-                res["meta"]["timings"]["total"] = time.perf_counter() - t0
-                return res
-        except TrellisError:
-            raise
-        except BaseException as e:
-            if _is_oom(e):
-                _free_memory(self.device)
-                raise self._oom_error(e) from e
-            raise
+        with self.inference_guard():
+            t0 = time.perf_counter()
+            coords = self._coords_from(mesh_or_coords)
+            report = progress or (lambda *a: None)
+            if output_dir is not None:
+                _check_name(name)
+            report("condition", 0, 1, "encoding the condition")
+            cond, info = self.get_cond(prompt, image, background_threshold)
+            multi = "stochastic" if (self.kind == "image" and cond["cond"].shape[0] > 1) else None
+            report("condition", 1, 1, "condition encoded")
+            params = self._sampler_params(self.slat_sampler_params, slat_steps, slat_cfg)
+            gen = torch.Generator().manual_seed(int(seed))
+            timings: Dict[str, float] = {}
+            t = time.perf_counter()
+            slat = self.sample_slat(cond, coords, gen, params, progress, cancel, multi_image=multi)
+            timings["slat"] = time.perf_counter() - t
+            settings = self._settings(int(seed), info, self.sparse_structure_sampler_params, params, fmts, multi)
+            settings["variant_of"] = str(mesh_or_coords) if isinstance(mesh_or_coords, (str, Path)) else None
+            res = self._decode_and_export(slat, fmts, output_dir, name, settings, progress, cancel, timings,
+                                          texture_size)
+            res["meta"]["timings"].update(timings)
+            res["meta"]["timings"]["total"] = time.perf_counter() - t0
+            return res
 
     def _coords_from(self, src) -> torch.Tensor:
         from .voxelize import Y_UP_TO_Z_UP, voxelize_surface
