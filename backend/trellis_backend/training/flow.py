@@ -2,7 +2,8 @@
 
 Flow matching exactly as the reference trainer (``trainers/flow_matching``):
 ``x_t = (1 - t) x_0 + (σ_min + (1 - σ_min) t) ε``, target ``v = (1 - σ_min) ε - x_0``, t
-drawn logit-normal(0, 1), the network sees ``1000 t``; the pipeline's Euler sampler
+drawn logit-normal(1, 1) as in the reference configs (most samples at high noise, where
+the condition decides the shape), the network sees ``1000 t``; the pipeline's Euler sampler
 integrates exactly this field.
 
 One denoiser per stage serves both conditionings: text tokens (MiniLM, ``[B, 32, 384]``)
@@ -17,7 +18,8 @@ covers the compact int8 MiniLM copy used where the exact package is missing.
 Data: `FlowData` turns store objects into flow inputs as they arrive: stage-1 latents
 (SS encoder mean, ``[8, 16, 16, 16]``) or normalised stage-2 latents (SLat encoder mean on
 the shell voxels, ``(z - mean) / std``), condition tokens of every caption, and the
-condition images.
+condition images. With a frozen image encoder the image tokens of every view are
+computed once when an object arrives (`FlowData.image_tokens`), not at every step.
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ class FlowData:
     """Flow-training tensors on the device, filled incrementally from an `ObjectStore`."""
 
     def __init__(self, stage: str, store: ObjectStore, device, text_encoder=None, ss_encoder=None,
-                 slat_encoder=None, slat_norm: Optional[dict] = None, use_images: bool = True):
+                 slat_encoder=None, slat_norm: Optional[dict] = None, use_images: bool = True,
+                 frozen_image_encoder=None):
         assert stage in ("ss", "slat")
         self.stage, self.store, self.device = stage, store, torch.device(device)
         self.text_encoder, self.ss_encoder, self.slat_encoder = text_encoder, ss_encoder, slat_encoder
@@ -70,6 +73,8 @@ class FlowData:
         self.latents: list = []  # ss: [8,16,16,16] fp16 tensors; slat: (coords int32 [N,3], z fp16 [N,8])
         self.text: list = []  # [K, L, C] fp16
         self.images: list = []  # [V, 3, S, S] uint8
+        self.frozen_image_encoder = frozen_image_encoder
+        self.image_tokens: list = []  # [V, L, C] fp16, with a frozen image encoder
         self.category: list = []
         self.color: list = []
         self.null_text = None
@@ -117,7 +122,12 @@ class FlowData:
             k = len(objs[0]["captions"])
             tok = self.text_encoder.encode(caps).half()
             self.text += list(tok.reshape(len(objs), k, *tok.shape[1:]))
-        if self.use_images:
+        if self.use_images and self.frozen_image_encoder is not None:
+            views = torch.stack([torch.from_numpy(o["images"]) for o in objs]).to(dev)  # [B, V, 3, S, S]
+            with amp:
+                tok = self.frozen_image_encoder(views.flatten(0, 1).float() / 255.0).float()
+            self.image_tokens += list(tok.half().reshape(len(objs), views.shape[1], *tok.shape[1:]))
+        elif self.use_images:
             self.images += [torch.from_numpy(o["images"]).to(dev) for o in objs]
         self.category += [o["category"] for o in objs]
         self.color += [o["color"] for o in objs]
@@ -128,7 +138,8 @@ class FlowTrainer(Trainer):
 
     def __init__(self, stage: str, denoiser, data: FlowData, configs: dict, image_encoder=None,
                  train_image_encoder: bool = True, batch_size: int = 32, cond_drop: float = 0.1,
-                 aux_weight: float = 0.2, image_fraction: float = 0.5, **kw):
+                 aux_weight: float = 0.2, image_fraction: float = 0.5, t_mean: float = 1.0, t_std: float = 1.0,
+                 **kw):
         models = {"denoiser": denoiser}
         frozen = {}
         if image_encoder is not None:
@@ -141,6 +152,7 @@ class FlowTrainer(Trainer):
         self.stage, self.data, self.configs = stage, data, configs
         self.batch_size, self.cond_drop, self.aux_weight = batch_size, cond_drop, aux_weight
         self.image_fraction = image_fraction if image_encoder is not None else 0.0
+        self.t_mean, self.t_std = t_mean, t_std
 
     @property
     def image_encoder(self):
@@ -170,6 +182,11 @@ class FlowTrainer(Trainer):
         return cond, {}
 
     def _image_cond(self, idx):
+        if self.data.image_tokens:
+            tokens = torch.stack([self.data.image_tokens[i][random.randrange(self.data.image_tokens[i].shape[0])]
+                                  for i in idx]).float()
+            drop = torch.rand(len(idx), device=tokens.device) < self.cond_drop
+            return torch.where(drop[:, None, None], torch.zeros_like(tokens), tokens), {}
         imgs = torch.stack([self.data.images[i][random.randrange(self.data.images[i].shape[0])] for i in idx])
         enc = self.image_encoder
         x = imgs.float() / 255.0
@@ -193,7 +210,7 @@ class FlowTrainer(Trainer):
     def flow_loss(self, idx, cond) -> torch.Tensor:
         x0 = self._x0(idx)
         b = len(idx)
-        t = torch.sigmoid(torch.randn(b, device=self.device))
+        t = torch.sigmoid(self.t_mean + self.t_std * torch.randn(b, device=self.device))
         if self.stage == "ss":
             eps = torch.randn_like(x0)
             tt = t.view(-1, 1, 1, 1, 1)

@@ -133,9 +133,9 @@ class Trainer:
                 self.optimizer.load_state_dict(state["optimizer"])
             except ValueError as e:  # a different set of trainable models: start the optimizer afresh
                 self.log(f"[train] optimizer state not restored ({e})")
-        for k, sd in state.get("ema", {}).items():
-            if k in self.ema:
-                self.ema[k].load_state_dict(sd)
+        ema_states = state.get("ema", {})
+        for k in self.ema:  # a light state has no EMA: the EMA starts from the loaded weights
+            self.ema[k].load_state_dict(ema_states.get(k, state["models"].get(k, self.models[k].state_dict())))
         if state.get("rng"):
             torch.set_rng_state(state["rng"]["torch"])
             if state["rng"].get("cuda") is not None and torch.cuda.is_available():

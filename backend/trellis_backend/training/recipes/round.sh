@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One resumable training round of the embedded model on one GPU machine (< 10 min per call).
+# Call it again on the same (warm) machine to continue: data, states and logs stay in $WORK.
+#
+#   data generation (first round only, DG_WORKERS processes, streamed to shards)
+#   | ss_flow:   stage-1 flow (text + image; image encoder from job 1, frozen, tokens cached)
+#   | slat_vae:  Gaussian / mesh (cropped boxes) / radiance-field decoders on the PCA encoder
+#   | slat_flow: stage-2 flow (text + image) on the PCA encoder's latents
+#   -> assemble both pipeline folders -> evaluation (held-out prompts + held-out images)
+#
+# Inputs carried in .cache/embedded_training: minilm/ (compact text encoder), call1/ (SS VAE,
+# stage-1 flow start, image encoder: job 1 = call1.sh), pca_slat/ (`training pca-encoder`).
+# Results in $OUT: {ss_flow,slat_flow,slat_vae}.tar (checkpoints + logs), eval.tar, logs.tar.
+# Usage (repo root): OUT=/some/dir [TRAIN_S=420] bash backend/trellis_backend/training/recipes/round.sh
+# Small settings for a CPU dry run: OBJECTS=64 LATTICE_OBJECTS=32 TRAIN_S=30 EVAL_N=2 DEVICE=cpu
+set -u
+export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1
+W=${WORK:-/tmp/trellis_train}
+C=.cache/embedded_training
+OBJECTS=${OBJECTS:-3200}
+LATTICE_OBJECTS=${LATTICE_OBJECTS:-1600}
+TRAIN_S=${TRAIN_S:-420}
+SLAT_VAE_S=${SLAT_VAE_S:-$TRAIN_S}
+EVAL_N=${EVAL_N:-60}
+EVAL_S=${EVAL_S:-120}
+DG_WORKERS=${DG_WORKERS:-11}
+SS_BATCH=${SS_BATCH:-128}
+SLAT_BATCH=${SLAT_BATCH:-32}
+DEVICE=${DEVICE:-cuda}
+MIN_OBJ=$(( OBJECTS < 256 ? OBJECTS : 256 ))
+T0=$(date +%s)
+mkdir -p "$W/ss_flow" "$OUT"
+[ -f "$W/ss_flow/state.pt" ] || cp "$C/call1/ss_flow_light_state.pt" "$W/ss_flow/state.pt"
+if [ ! -f "$W/data_done" ]; then
+  ( python3 -m trellis_backend.training datagen --out "$W/data" --objects "$OBJECTS" \
+        --lattice-objects "$LATTICE_OBJECTS" --views 4 --workers "$DG_WORKERS" && touch "$W/data_done" ) \
+      >> "$W/datagen.log" 2>&1 &
+fi
+RESUME=()
+[ -f "$W/slat_vae/state.pt" ] && RESUME=(--resume)
+python3 -m trellis_backend.training slat_vae --out "$W/slat_vae" --data "$W/data" --wait-data --objects "$LATTICE_OBJECTS" \
+    --min-objects "$MIN_OBJ" --parts gs,rf,mesh --init-from "$C/pca_slat" --mesh-crop 8 --mesh-batch 6 --batch 12 \
+    --warmup 30 --max-seconds "$SLAT_VAE_S" --steps 1000000 --save-every 100000 --device "$DEVICE" "${RESUME[@]}" \
+    >> "$W/slat_vae.log" 2>&1 &
+P1=$!
+RESUME=()
+[ -f "$W/slat_flow/state.pt" ] && RESUME=(--resume)
+python3 -m trellis_backend.training slat_flow --out "$W/slat_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
+    --min-objects "$MIN_OBJ" --slat-vae "$C/pca_slat" --max-seconds "$TRAIN_S" --steps 1000000 --batch "$SLAT_BATCH" \
+    --lr 4e-4 --warmup 50 --ema 0.999 --save-every 100000 --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" \
+    --freeze-image-encoder --text-encoder "$C/minilm" --device "$DEVICE" "${RESUME[@]}" >> "$W/slat_flow.log" 2>&1 &
+P2=$!
+python3 -m trellis_backend.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
+    --min-objects "$MIN_OBJ" --ss-vae "$C/call1/ss_vae" --resume --max-seconds "$TRAIN_S" --steps 1000000 \
+    --batch "$SS_BATCH" --lr 3e-4 --warmup 50 --ema 0.999 --save-every 100000 \
+    --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" --freeze-image-encoder --text-encoder "$C/minilm" \
+    --device "$DEVICE" >> "$W/ss_flow.log" 2>&1 &
+P3=$!
+while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/null; do
+  sleep 20
+  echo "[$(( $(date +%s) - T0 ))s] $(tail -n1 "$W/datagen.log" 2>/dev/null | cut -c1-50)"
+  for f in ss_flow slat_flow slat_vae; do echo "   $f: $(tail -n1 "$W/$f.log" | cut -c1-300)"; done
+done
+echo "[$(( $(date +%s) - T0 ))s] training done"
+python3 -m trellis_backend.training assemble --out "$W/pipe/trellis-embedded" --image-out "$W/pipe/trellis-embedded-image" \
+    --ss-vae "$C/call1/ss_vae" --slat-vae "$W/slat_vae" --ss-flow "$W/ss_flow" --slat-flow "$W/slat_flow" \
+    --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" --shared-prefix embedded/trellis-embedded/
+rm -rf "$W/eval"
+timeout "$EVAL_S" python3 -m trellis_backend.training.evaluate --model "$W/pipe/trellis-embedded" \
+    --image-model "$W/pipe/trellis-embedded-image" --n "$EVAL_N" --batch 30 --device "$DEVICE" --out "$W/eval" 2>&1 \
+    | grep -v Warning | tail -30
+echo "[$(( $(date +%s) - T0 ))s] evaluated"
+cd "$W"
+tar cf "$OUT/slat_vae.tar" slat_vae/ckpts slat_vae/latent_stats.json slat_vae/log.jsonl
+tar cf "$OUT/slat_flow.tar" slat_flow/ckpts slat_flow/log.jsonl
+tar cf "$OUT/ss_flow.tar" ss_flow/ckpts/ss_flow_embedded_dit.json ss_flow/ckpts/ss_flow_embedded_dit.safetensors ss_flow/log.jsonl
+[ -d eval ] && tar cf "$OUT/eval.tar" eval
+tar cf "$OUT/logs.tar" *.log
+ls -la "$OUT"
+echo "[$(( $(date +%s) - T0 ))s] packed"
