@@ -42,7 +42,7 @@ def _embedded() -> dict:
             **dit)),  # share_mod would feed the 6C shared modulation to the io res-blocks (as in the reference)
         "slat_encoder": ("slat_enc_swin8_embedded", "SLatEncoder", dict(
             resolution=64, in_channels=16, model_channels=128, latent_channels=8, num_blocks=4, num_heads=2,
-            **swin)),
+            **{**swin, "use_fp16": False})),  # the PCA-constructed encoder is an exact linear code only in fp32
         "slat_decoder_gs": ("slat_dec_gs_swin8_embedded", "SLatGaussianDecoder", dict(
             resolution=64, model_channels=128, latent_channels=8, num_blocks=3, num_heads=2, **swin,
             representation_config=GS_REPRESENTATION)),

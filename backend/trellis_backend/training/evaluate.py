@@ -42,9 +42,11 @@ from ..data.splits import CATEGORIES
 class LoadedModel:
     """The pieces of a pipeline folder, for batched generation."""
 
-    def __init__(self, folder: str | Path, device, structure_only: bool = False):
+    def __init__(self, folder: str | Path, device, structure_only: bool = False,
+                 compact_text_encoder: Optional[str] = ".cache/embedded_training/minilm"):
         from ..models import load_model, read_config
         from ..pipeline.conditioning import build_conditioner
+        from ..errors import MissingFileError
         from ..pipeline.samplers import build_sampler
 
         from .autocast_conv import install
@@ -63,7 +65,14 @@ class LoadedModel:
             path = self._resolve(args["models"][key])
             over = {"use_fp16": False} if "use_fp16" in read_config(path)["args"] else {}
             self.models[key] = load_model(path, device=self.device, **over).eval()
-        self.conditioner = build_conditioner(args, self.folder, None, False, device=self.device)
+        try:
+            self.conditioner = build_conditioner(args, self.folder, None, False, device=self.device)
+        except MissingFileError:  # GPU job without the MiniLM package: the compact copy training used
+            if self.kind != "text" or compact_text_encoder is None:
+                raise
+            from .text_embed import load_text_encoder
+
+            self.conditioner = load_text_encoder(compact_text_encoder, device=self.device)
         self.ss_sampler = build_sampler(args["sparse_structure_sampler"])
         self.ss_params = dict(args["sparse_structure_sampler"]["params"])
         self.slat_sampler = build_sampler(args["slat_sampler"])

@@ -109,7 +109,7 @@ class FlowData:
         else:
             coords = batch_coords(objs, dev)
             feats = torch.cat([torch.from_numpy(o["feats"]) for o in objs]).to(dev).float()
-            with amp:
+            with torch.autocast(dev.type, enabled=False):  # the (PCA) encoder is exact only in float32
                 z = self.slat_encoder(SparseTensor(feats, coords), sample_posterior=False).feats.float()
             z = ((z - self.mean) / self.std).half()
             start = 0

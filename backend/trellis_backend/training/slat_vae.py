@@ -219,8 +219,8 @@ class SLatVAETrainer(Trainer):
         enc = self.m("encoder")
         if "encoder" in self.models:
             z, mean, logvar = enc(x, sample_posterior=True, return_raw=True)
-        else:
-            with torch.no_grad():
+        else:  # a fixed (PCA) encoder is an exact linear code only in float32: no autocast
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
                 z, mean, logvar = enc(x, sample_posterior=True, return_raw=True)
         kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1 - logvar.float()).mean()
         feats = x.feats
@@ -269,7 +269,7 @@ class SLatVAETrainer(Trainer):
         cnt = 0
         for i in range(0, len(objs), 8):
             x = sparse_input(objs[i:i + 8], self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and "encoder" in self.models):
                 z = enc(x, sample_posterior=False).feats.double()
             s1 += z.sum(0)
             s2 += z.pow(2).sum(0)
