@@ -77,13 +77,13 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     r = sub.add_parser("make-random-model", help="write a tiny random-weight pipeline folder (tests)")
     r.add_argument("--kind", choices=("image", "text"), required=True)
     r.add_argument("--out", required=True, metavar="DIR")
-    r.add_argument("--size", choices=("tiny", "official"), default="tiny",
-                   help="tiny (CPU tests) or official (TRELLIS-image-large sizes, for timing; needs the repo's "
-                        "tests/golden/official_keys)")
+    r.add_argument("--size", choices=("tiny", "embedded", "official"), default="tiny",
+                   help="tiny (CPU tests), embedded (the embedded default model's sizes, for CPU timing) or "
+                        "official (TRELLIS-image-large sizes, for timing; needs the repo's tests/golden/official_keys)")
     r.add_argument("--device", default="cpu", help="where the calibration runs (cuda for --size official)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--steps", type=int, default=None,
-                   help="sampling steps written into pipeline.json (default 3 tiny, 25 official)")
+                   help="sampling steps written into pipeline.json (default 3 tiny, 12 embedded, 25 official)")
 
     # region editing registers its own command(s): trellis_backend/edit/cli.py defines register(subparsers)
     # (skipped when one of the commands above is run, so their input errors come back without importing torch)
@@ -241,8 +241,8 @@ def cmd_variants(args) -> int:
 def cmd_make_random_model(args) -> int:
     from .pipeline.random_model import make_random_model
 
-    steps = args.steps if args.steps is not None else (3 if args.size == "tiny" else 25)
-    out = make_random_model(args.out, kind=args.kind, size=args.size, seed=args.seed, steps=steps, device=args.device)
+    out = make_random_model(args.out, kind=args.kind, size=args.size, seed=args.seed, steps=args.steps,
+                            device=args.device)
     print(f"random {args.kind} model written to {out}")
     return 0
 

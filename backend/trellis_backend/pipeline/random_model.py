@@ -1,4 +1,4 @@
-"""Tiny random-weight pipeline folders in the official TRELLIS layout (for tests).
+"""Random-weight pipeline folders in the official TRELLIS layout (tests; timing at real sizes).
 
 ``make_random_model(out, kind='image'|'text', size='tiny', seed=0)`` writes::
 
@@ -112,6 +112,9 @@ def _write_random_dinov2(path: Path, generator: torch.Generator) -> None:
     torch.save(sd, str(path))
 
 
+SIZES = ("tiny", "embedded", "official")
+DEFAULT_STEPS = {"tiny": 3, "embedded": 12, "official": 25}
+
 TINY_IMAGE_ENCODER = dict(image_size=32, stem_channels=[8, 16], width=32, depth=1, num_heads=2, mlp_ratio=2.0,
                           cond_channels=32)
 
@@ -180,7 +183,7 @@ def _calibrate_mesh_sdf(mesh_decoder, slat_flow, generator: torch.Generator, neg
 
 
 def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "tiny", seed: int = 0,
-                      steps: int = 3, target_occupancy: Optional[float] = None,
+                      steps: Optional[int] = None, target_occupancy: Optional[float] = None,
                       mesh_negative_fraction: float = 0.03, extra_args: Optional[dict] = None,
                       device: Union[str, torch.device] = "cpu", keys_dir: Union[str, Path, None] = None) -> Path:
     """Write a random-weight pipeline folder; returns its path.
@@ -189,20 +192,29 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
     TRELLIS-image-large configurations read from ``tests/golden/official_keys`` (``keys_dir``),
     fp16 torso as released, a random DINOv2 ViT-L/14-reg4 hub checkpoint in the folder and the
     released sampler settings (25 steps) -- for timing the whole pipeline at the real sizes.
+    size='embedded': the embedded default model's configurations
+    (``trellis_backend.training.configs.model_configs("embedded")``), fp16 torso as shipped, the
+    embedded conditioning (MiniLM for 'text', the embedded image CNN for 'image') and the sampler
+    settings the embedded folders are assembled with (12 steps) -- for CPU timing at the shipped size.
+    ``steps`` defaults to 3 (tiny), 12 (embedded), 25 (official).
     """
     from ..models import build_model
 
     if kind not in ("image", "text"):
         raise ValueError("kind must be 'image' or 'text'")
-    if size not in ("tiny", "official"):
-        raise ValueError("size must be 'tiny' or 'official'")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}")
     if size == "official" and kind != "image":
         raise ValueError("size='official' is available for kind='image' (TRELLIS-image-large)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
+    if steps is None:
+        steps = DEFAULT_STEPS[size]
     if target_occupancy is None:
-        target_occupancy = 0.002 if size == "tiny" else 0.076  # official: ~20k voxels, the usual asset size
+        # official: ~20k voxels, the usual asset size; embedded: ~5k voxels, what the embedded model makes
+        target_occupancy = {"tiny": 0.002, "embedded": 0.02, "official": 0.076}[size]
+    ss_cfg, slat_cfg = 7.5, 3.0
 
     if size == "official":
         keys_dir = Path(keys_dir) if keys_dir else Path(__file__).resolve().parents[3] / "tests" / "golden" / "official_keys"
@@ -212,10 +224,15 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
         cond_arg = {"image_cond_model": "dinov2_vitl14_reg"}
         name = "TrellisImageTo3DPipeline"
     elif kind == "image":
-        cond_channels = TINY_IMAGE_ENCODER["cond_channels"]
-        enc = EmbeddedImageEncoder(**TINY_IMAGE_ENCODER)
+        enc_cfg = TINY_IMAGE_ENCODER
+        if size == "embedded":
+            from ..training.configs import image_encoder_config
+
+            enc_cfg = image_encoder_config("embedded")
+        cond_channels = enc_cfg["cond_channels"]
+        enc = EmbeddedImageEncoder(**enc_cfg)
         randomize_(enc, gen)
-        save_image_encoder(enc, out / "ckpts" / "image_encoder", TINY_IMAGE_ENCODER)
+        save_image_encoder(enc, out / "ckpts" / "image_encoder", enc_cfg)
         cond_tokens = enc.num_tokens
         cond_arg = {"image_cond_model": "embedded:image_cnn:ckpts/image_encoder"}
         name = "TrellisImageTo3DPipeline"
@@ -231,6 +248,12 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
 
     if size == "tiny":
         configs = tiny_configs(cond_channels)
+    elif size == "embedded":
+        from ..training.assemble import DEFAULT_SLAT_SAMPLER, DEFAULT_SS_SAMPLER
+        from ..training.configs import model_configs
+
+        configs = model_configs("embedded")
+        ss_cfg, slat_cfg = DEFAULT_SS_SAMPLER["cfg_strength"], DEFAULT_SLAT_SAMPLER["cfg_strength"]
     models = {}
     built = {}
     for key, (ckpt, cls, args) in configs.items():
@@ -238,7 +261,7 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
         randomize_(model, gen)
         built[key] = model.to(device)
         models[key] = f"ckpts/{ckpt}"
-    ss_sampler = sampler(7.5)
+    ss_sampler = sampler(ss_cfg)
     _calibrate_occupancy(built["sparse_structure_flow_model"], built["sparse_structure_decoder"], cond_channels,
                          cond_tokens, ss_sampler, target_occupancy, gen)
     _calibrate_mesh_sdf(built["slat_decoder_mesh"], built["slat_flow_model"], gen, mesh_negative_fraction)
@@ -255,7 +278,7 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
         "args": {
             "models": models,
             "sparse_structure_sampler": ss_sampler,
-            "slat_sampler": sampler(3.0),
+            "slat_sampler": sampler(slat_cfg),
             "slat_normalization": {"mean": [round(0.1 * (i - 4), 3) for i in range(8)],
                                    "std": [round(1.0 + 0.05 * i, 3) for i in range(8)]},
             **cond_arg,

@@ -44,3 +44,53 @@ def build_neighbor_map(coords: torch.Tensor, kernel_size: int = 3, dilation: int
     found = sorted_keys[pos] == qkeys
     nbr = torch.where(found, order[pos], torch.full_like(pos, -1))
     return nbr.reshape(n, offsets.shape[0])
+
+
+def padded_neighbor_index(nbr: torch.Tensor) -> torch.Tensor:
+    """The neighbour map with -1 replaced by N (the row of a zero padding row appended to the features)."""
+    n = nbr.shape[0]
+    return torch.where(nbr >= 0, nbr, torch.full_like(nbr, n))
+
+
+_SUBDIVISION_TABLES = {}
+
+
+def subdivision_tables(device=None):
+    """Index tables relating a 3×3×3 submanifold conv on subdivided voxels to their parents.
+
+    Children of parent P are rows 8P + c, c = (cx * 2 + cy) * 2 + cz (`SparseSubdivide`'s order).
+    Fine offset k (weight order) of child c lands in the child `child[c, k]` of the parent at
+    coarse offset `parent[c, k]` (both in the same orders). Each child reaches 8 of the 27
+    parent offsets: `slots[c]` (sorted), and `fold[c, j, k]` = 1 when fine offset k lands in
+    parent slot `slots[c, j]`.
+    """
+    key = str(device)
+    if key not in _SUBDIVISION_TABLES:
+        d = kernel_offsets(3)  # [27, 3]
+        r = torch.arange(2)
+        child = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(8, 3)
+        s = child[:, None, :] + d[None]  # [8, 27, 3] in {-1, 0, 1, 2}
+        q = torch.div(s, 2, rounding_mode="floor") + 1  # parent offset + 1, in {0, 1, 2}
+        c = s - 2 * (q - 1)  # child position in the neighbouring parent, in {0, 1}
+        parent = (q[..., 0] * 3 + q[..., 1]) * 3 + q[..., 2]
+        child_idx = (c[..., 0] * 2 + c[..., 1]) * 2 + c[..., 2]
+        slots = torch.stack([torch.unique(parent[i]) for i in range(8)])  # [8, 8], sorted
+        fold = (parent[:, None, :] == slots[:, :, None]).float()  # [8, 8 slots, 27]
+        _SUBDIVISION_TABLES[key] = {name: t.to(device) for name, t in
+                                    dict(parent=parent, child=child_idx, slots=slots, fold=fold).items()}
+    return _SUBDIVISION_TABLES[key]
+
+
+def subdivided_neighbor_map(parent_nbr: torch.Tensor) -> torch.Tensor:
+    """The 3×3×3 neighbour map of the subdivided voxels (`SparseSubdivide`: children of parent P are
+    rows 8P..8P+7, all present), derived from the parents' 3×3×3 map without hashing.
+
+    Equal to `build_neighbor_map` of the children's coordinates.
+    """
+    t = subdivision_tables(parent_nbr.device)
+    n = parent_nbr.shape[0]
+    if n == 0:
+        return torch.empty(0, 27, dtype=torch.long, device=parent_nbr.device)
+    p = parent_nbr[:, t["parent"].reshape(-1)].reshape(n, 8, 27)  # [N, 8 children, 27]
+    fine = p * 8 + t["child"][None]
+    return torch.where(p >= 0, fine, torch.full_like(fine, -1)).reshape(n * 8, 27)

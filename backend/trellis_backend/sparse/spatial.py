@@ -72,5 +72,13 @@ class SparseSubdivide(nn.Module):
         coords = coords.unsqueeze(1).repeat(1, 8, 1)
         coords[:, :, 1:] += child.to(coords.dtype)
         feats = x.feats.unsqueeze(1).expand(x.feats.shape[0], 8, *x.feats.shape[1:])
-        return SparseTensor(feats.flatten(0, 1), coords.flatten(0, 1), shape=x.shape,
-                            scale=tuple(s / 2 for s in x._scale), spatial_cache=x._spatial_cache)
+        out = SparseTensor(feats.flatten(0, 1), coords.flatten(0, 1), shape=x.shape,
+                           scale=tuple(s / 2 for s in x._scale), spatial_cache=x._spatial_cache)
+        # the children's structure follows from the parents': convolutions on `out` and on tensors of its
+        # coordinates derive their neighbour maps from the parents' (`neighbors.subdivided_neighbor_map`), and a
+        # convolution of `out` itself runs on the parents' features (`conv.subdivided_conv`)
+        record = out.get_spatial_cache("subdivided_from")
+        if record is None or record["coords"].shape[0] != x.coords.shape[0]:
+            out.register_spatial_cache("subdivided_from", {"coords": x.coords})
+        out._parent_feats = x.feats
+        return out

@@ -39,6 +39,9 @@ class SparseTensor:
         self._shape = torch.Size(shape)
         self._scale = tuple(int(v) if float(v).is_integer() else float(v) for v in scale)
         self._spatial_cache = spatial_cache if spatial_cache is not None else {}
+        # set by `SparseSubdivide`: the parents' features when every row i holds parent i // 8's features
+        # (convolutions then work on the parents); not carried over by `replace()` (new features)
+        self._parent_feats: Optional[torch.Tensor] = None
 
     # ------------------------------------------------------------------ shape
     @property

@@ -91,13 +91,18 @@ class SparseFlexiCubesExtractor:
         corner_keys = _vertex_keys(coords[:, None, :] + corners[None], res)
         vert_keys, corner_to_vert = torch.unique(corner_keys.reshape(-1), return_inverse=True)
         n_vert = vert_keys.shape[0]
-        v_attrs = torch.zeros((n_vert, n_attr), dtype=dtype, device=device).scatter_reduce(
-            0, corner_to_vert[:, None].expand(-1, n_attr), per_corner.reshape(-1, n_attr),
-            reduce="mean", include_self=False)
+        # scatter mean as sum / count: the same sums in the same order as scatter_reduce(mean), bit for bit,
+        # at a fraction of its cost on the CPU (where scatter_reduce is not vectorised)
+        counts = torch.bincount(corner_to_vert, minlength=n_vert).to(dtype)
+        v_attrs = torch.zeros((n_vert, n_attr), dtype=dtype, device=device).index_add_(
+            0, corner_to_vert, per_corner.reshape(-1, n_attr)) / counts[:, None]
         v_coords = _decode_vertex_keys(vert_keys, res)
 
-        # Candidate cubes: every cube of the grid with a corner on an averaged vertex.
-        cand = (v_coords[:, None, :] - corners[None]).reshape(-1, 3)
+        # Candidate cubes: the cubes of the grid with a corner on an averaged vertex of negative sdf (a
+        # surface cube needs a negative corner, and the dense defaults are positive). A sorted subset
+        # of the cubes touching any averaged vertex, so the same surface cubes in the same order.
+        neg_coords = v_coords[v_attrs[:, 0] < 0]
+        cand = (neg_coords[:, None, :] - corners[None]).reshape(-1, 3)
         cand = cand[((cand >= 0) & (cand < res)).all(-1)]
         cand_keys = torch.unique(cube_keys(cand, res))
         cand_coords = torch.stack([cand_keys // (res * res), (cand_keys // res) % res, cand_keys % res], dim=1)

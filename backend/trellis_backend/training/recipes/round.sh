@@ -52,7 +52,7 @@ python3 -m trellis_backend.training slat_flow --out "$W/slat_flow" --data "$W/da
 P2=$!
 python3 -m trellis_backend.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
     --min-objects "$MIN_OBJ" --ss-vae "$C/call1/ss_vae" --resume --max-seconds "$TRAIN_S" --steps 1000000 \
-    --batch "$SS_BATCH" --lr 3e-4 --warmup 50 --ema 0.999 --save-every 100000 \
+    --batch "$SS_BATCH" --lr "${SS_LR:-3e-4}" --warmup 50 --ema 0.999 --save-every 100000 \
     --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" --freeze-image-encoder --text-encoder "$C/minilm" \
     --device "$DEVICE" >> "$W/ss_flow.log" 2>&1 &
 P3=$!
