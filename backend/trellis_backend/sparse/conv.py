@@ -134,13 +134,15 @@ def conv_with_neighbor_map(feats: torch.Tensor, nbr: torch.Tensor, weight: torch
     return out
 
 
-# elements of the gathered block (rows x K³·in) per GEMM: big enough for an efficient GEMM, small enough to
-# stay in cache and to bound the extra memory
+# elements of the gathered block (rows x K³·in) per GEMM: on the CPU big enough for an efficient GEMM and small
+# enough to stay in cache (measured best around 1M); on a GPU large, so that few launches cover the voxels
 _BLOCK_ELEMS = 1 << 20
+_BLOCK_ELEMS_CUDA = 1 << 26
 
 
-def _block_rows(width: int) -> int:
-    return max(1, _BLOCK_ELEMS // max(1, width))
+def _block_rows(width: int, device: torch.device) -> int:
+    elems = _BLOCK_ELEMS if device.type == "cpu" else _BLOCK_ELEMS_CUDA
+    return max(1, elems // max(1, width))
 
 
 def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
@@ -159,7 +161,7 @@ def _gather_gemm(feats: torch.Tensor, index: torch.Tensor, w2d: torch.Tensor,
     if n == 0:
         return out
     padded = torch.cat([feats, feats.new_zeros(1, in_ch)])
-    rows = min(n, _block_rows(k * in_ch))
+    rows = min(n, _block_rows(k * in_ch, feats.device))
     buf = feats.new_empty(rows * k, in_ch)
     for s in range(0, n, rows):
         e = min(n, s + rows)
@@ -180,7 +182,7 @@ def _gather_gemm_weight_grad(feats: torch.Tensor, index: torch.Tensor, grad_out:
     if n == 0:
         return grad
     padded = torch.cat([feats, feats.new_zeros(1, in_ch)])
-    rows = min(n, _block_rows(k * in_ch))
+    rows = min(n, _block_rows(k * in_ch, feats.device))
     buf = feats.new_empty(rows * k, in_ch)
     for s in range(0, n, rows):
         e = min(n, s + rows)
@@ -251,7 +253,7 @@ def subdivided_conv(parent_feats: torch.Tensor, parent_index: torch.Tensor, fold
         return out.view(0, out_ch)
     slots = subdivision_tables(parent_feats.device)["slots"]
     padded = torch.cat([parent_feats, parent_feats.new_zeros(1, in_ch)])
-    rows = min(n, _block_rows(8 * in_ch))
+    rows = min(n, _block_rows(8 * in_ch, parent_feats.device))
     buf = parent_feats.new_empty(rows * 8, in_ch)
     res = parent_feats.new_empty(rows, out_ch)
     for s in range(0, n, rows):

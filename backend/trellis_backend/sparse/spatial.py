@@ -12,25 +12,26 @@ class SparseDownsample(nn.Module):
 
     Matches the reference exactly, including its reduction: a scatter-mean into
     a zero-initialised buffer that counts the zero itself, i.e. sum / (n + 1).
-    The output is ordered by (batch, x, y, z); the map back is cached for
-    `SparseUpsample`.
+    The output is ordered by (batch, x, y, z); the parents are found once per coordinate set
+    (spatial cache) and the map back is cached for `SparseUpsample`.
     """
 
     def __init__(self, factor: int):
         super().__init__()
         self.factor = factor
 
-    def forward(self, x: SparseTensor) -> SparseTensor:
+    def _parents(self, x: SparseTensor):
+        """(parent coords, child -> parent row), computed once per coordinate set (spatial cache)."""
         f = self.factor
+        key = f"downsample_{f}"
+        cached = x.get_spatial_cache(key)
+        if cached is not None and cached[1].shape[0] == x.coords.shape[0]:
+            return cached
         coarse = x.coords.long().clone()
         coarse[:, 1:] = torch.div(coarse[:, 1:], f, rounding_mode="floor")
         extent = coarse[:, 1:].max(dim=0).values + 1
         code = ((coarse[:, 0] * extent[0] + coarse[:, 1]) * extent[1] + coarse[:, 2]) * extent[2] + coarse[:, 3]
         code, inverse = torch.unique(code, return_inverse=True)
-        feats = x.feats
-        pooled = torch.zeros(code.shape[0], *feats.shape[1:], dtype=feats.dtype, device=feats.device)
-        index = inverse.view(-1, *([1] * (feats.dim() - 1))).expand_as(feats)
-        pooled = pooled.scatter_reduce(0, index, feats, reduce="mean", include_self=True)
         z = code % extent[2]
         rest = code // extent[2]
         y = rest % extent[1]
@@ -38,6 +39,16 @@ class SparseDownsample(nn.Module):
         xx = rest % extent[0]
         b = rest // extent[0]
         new_coords = torch.stack([b, xx, y, z], dim=1).to(x.coords.dtype)
+        x.register_spatial_cache(key, (new_coords, inverse))
+        return new_coords, inverse
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        f = self.factor
+        new_coords, inverse = self._parents(x)
+        feats = x.feats
+        pooled = torch.zeros(new_coords.shape[0], *feats.shape[1:], dtype=feats.dtype, device=feats.device)
+        index = inverse.view(-1, *([1] * (feats.dim() - 1))).expand_as(feats)
+        pooled = pooled.scatter_reduce(0, index, feats, reduce="mean", include_self=True)
         out = SparseTensor(pooled, new_coords, shape=x.shape,
                            scale=tuple(s * f for s, f in zip(x._scale, (f, f, f))),
                            spatial_cache=x._spatial_cache)
