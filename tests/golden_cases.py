@@ -1,7 +1,11 @@
 """Where the golden vectors of the reference implementation live, and how to read one case.
 
 The folder comes from ``TRELLIS_GOLDEN_DIR`` (so the parity tests can be pointed at
-another golden set of the same format) and defaults to the vendored ``tests/golden``.
+another golden set of the same format), else the project's ``../shared/golden`` beside the
+checkout (where CI has it), else ``tests/golden``, which vendors only the small
+``official_keys`` (the random-weight "official" models and the GPU benchmark read them). The
+case folders are not vendored: they would make every checkout, and every copy sent to a GPU
+machine, 20 MB heavier.
 Each case folder holds ``config.json``, ``case.json``, ``model.safetensors``,
 ``inputs.safetensors`` and ``outputs.safetensors`` (see ``tests/golden/README.md``).
 """
@@ -20,12 +24,13 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def golden_dir() -> pathlib.Path:
-    """The golden root: ``$TRELLIS_GOLDEN_DIR`` if set, else ``<repo>/tests/golden``."""
+    """The golden root: ``$TRELLIS_GOLDEN_DIR``, else ``<repo>/../shared/golden``, else ``<repo>/tests/golden``."""
     env = os.environ.get("TRELLIS_GOLDEN_DIR")
     if env:
         path = pathlib.Path(env).expanduser()
         return path if path.is_absolute() else (REPO_ROOT / path)
-    return REPO_ROOT / "tests" / "golden"
+    shared = REPO_ROOT.parent / "shared" / "golden"
+    return shared if shared.is_dir() else REPO_ROOT / "tests" / "golden"
 
 
 def case_dir(name: str) -> pathlib.Path:
