@@ -13,6 +13,9 @@
 # Results in $OUT: {ss_flow,slat_flow,slat_vae}.tar (checkpoints + logs), eval.tar, logs.tar.
 # Usage (repo root): OUT=/some/dir [TRAIN_S=420] bash backend/trellis_backend/training/recipes/round.sh
 # Small settings for a CPU dry run: OBJECTS=64 LATTICE_OBJECTS=32 TRAIN_S=30 EVAL_N=2 DEVICE=cpu
+# Continuing on a fresh machine from an earlier round's results (carried in .cache/embedded_training):
+#   SS_FLOW_INIT / SLAT_FLOW_INIT: light states (`training light-state`, or built from the exported
+#   checkpoints), SLAT_INIT: a slat_vae stage dir (ckpts/ + latent_stats.json) for the decoders.
 set -u
 export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1
 W=${WORK:-/tmp/trellis_train}
@@ -29,8 +32,10 @@ SLAT_BATCH=${SLAT_BATCH:-32}
 DEVICE=${DEVICE:-cuda}
 MIN_OBJ=$(( OBJECTS < 256 ? OBJECTS : 256 ))
 T0=$(date +%s)
-mkdir -p "$W/ss_flow" "$OUT"
-[ -f "$W/ss_flow/state.pt" ] || cp "$C/call1/ss_flow_light_state.pt" "$W/ss_flow/state.pt"
+SLAT_INIT=${SLAT_INIT:-$C/pca_slat}
+mkdir -p "$W/ss_flow" "$W/slat_flow" "$OUT"
+[ -f "$W/ss_flow/state.pt" ] || cp "${SS_FLOW_INIT:-$C/call1/ss_flow_light_state.pt}" "$W/ss_flow/state.pt"
+[ -f "$W/slat_flow/state.pt" ] || [ -z "${SLAT_FLOW_INIT:-}" ] || cp "$SLAT_FLOW_INIT" "$W/slat_flow/state.pt"
 if [ ! -f "$W/data_done" ]; then
   ( python3 -m trellis_backend.training datagen --out "$W/data" --objects "$OBJECTS" \
         --lattice-objects "$LATTICE_OBJECTS" --views 4 --workers "$DG_WORKERS" && touch "$W/data_done" ) \
@@ -39,15 +44,15 @@ fi
 RESUME=()
 [ -f "$W/slat_vae/state.pt" ] && RESUME=(--resume)
 python3 -m trellis_backend.training slat_vae --out "$W/slat_vae" --data "$W/data" --wait-data --objects "$LATTICE_OBJECTS" \
-    --min-objects "$MIN_OBJ" --parts gs,rf,mesh --init-from "$C/pca_slat" --mesh-crop 8 --mesh-batch 6 --batch 12 \
+    --min-objects "$MIN_OBJ" --parts gs,rf,mesh --init-from "$SLAT_INIT" --mesh-crop 8 --mesh-batch 6 --batch 12 \
     --warmup 30 --max-seconds "$SLAT_VAE_S" --steps 1000000 --save-every 100000 --device "$DEVICE" "${RESUME[@]}" \
     >> "$W/slat_vae.log" 2>&1 &
 P1=$!
 RESUME=()
 [ -f "$W/slat_flow/state.pt" ] && RESUME=(--resume)
 python3 -m trellis_backend.training slat_flow --out "$W/slat_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
-    --min-objects "$MIN_OBJ" --slat-vae "$C/pca_slat" --max-seconds "$TRAIN_S" --steps 1000000 --batch "$SLAT_BATCH" \
-    --lr 4e-4 --warmup 50 --ema 0.999 --save-every 100000 --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" \
+    --min-objects "$MIN_OBJ" --slat-vae "$SLAT_INIT" --max-seconds "$TRAIN_S" --steps 1000000 --batch "$SLAT_BATCH" \
+    --lr "${SLAT_LR:-4e-4}" --warmup 50 --ema 0.999 --save-every 100000 --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" \
     --freeze-image-encoder --text-encoder "$C/minilm" --device "$DEVICE" "${RESUME[@]}" >> "$W/slat_flow.log" 2>&1 &
 P2=$!
 python3 -m trellis_backend.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
