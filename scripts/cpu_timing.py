@@ -9,7 +9,9 @@ through the product path ``TrellisPipeline.from_pretrained(folder, device="cpu")
 * condition   MiniLM text encoding
 * stage1      sparse-structure flow sampling + SS decoder (the random model's own structure)
 * stage2      SLat flow sampling on a fixed structure (a spherical shell of ~N surface voxels
-              in the 64^3 grid, bypassing stage 1 so the voxel count is controlled)
+              in the 64^3 grid, bypassing stage 1 so the voxel count is controlled), and on the
+              random stage 1's own output (scattered voxels: ~N transformer tokens instead of
+              ~N/4 for a surface, so a worst case for the attention)
 * mesh_net    mesh decoder network (transformer + 2 subdivision blocks, sparse convs at 128^3/256^3)
 * flexicubes  sparse FlexiCubes extraction
 * gaussians   Gaussian decoder
@@ -104,6 +106,7 @@ def time_structure(pipe, cond, coords, slat_steps, out_dir: Path, tag: str) -> d
             export.write_glb(out_dir / f"{tag}.glb", mesh, gaussians=gaussians)
             export.write_ply(out_dir / f"{tag}.ply", gaussians)
     tm.t["fine_voxels"] = feats.coords.shape[0]
+    tm.t["coarse"] = int(torch.unique(coords[:, 1:].long() // 2, dim=0).shape[0])  # stage-2 transformer tokens
     tm.t["faces"] = int(mesh.faces.shape[0])
     tm.t["steps"] = params["steps"]
     tm.t["guided"] = count_guided(params)
@@ -166,29 +169,33 @@ def main(argv=None) -> int:
             print(f"stage1 {t1:.2f}s ({ss['steps']} steps, {count_guided(ss)} with CFG; SS decoder {td:.2f}s) "
                   f"-> {coords1.shape[0]} voxels")
 
+    structures = [(f"shell {n}", shell_coords(n)) for n in args.voxels]
+    if not args.no_stage1:
+        structures.append(("stage-1 output", coords1))
     rows = []
-    for n in args.voxels:
-        coords = shell_coords(n)
+    for label, coords in structures:
+        n = coords.shape[0]
         best = None
         for r in range(args.repeat):
-            res = time_structure(pipe, cond, coords, args.slat_steps, out_dir, f"v{n}_{r}")
+            res = time_structure(pipe, cond, coords, args.slat_steps, out_dir, f"v{n}_{len(rows)}_{r}")
             if best is None or sum(res[k] for k in ("stage2", "mesh_net", "flexicubes", "gaussians", "export")) < \
                     sum(best[k] for k in ("stage2", "mesh_net", "flexicubes", "gaussians", "export")):
                 best = res
-        rows.append((coords.shape[0], best))
+        rows.append((label, n, best))
 
     cols = ("stage2", "mesh_net", "flexicubes", "gaussians", "export")
     print()
-    print("| voxels | stage2 (steps/CFG) | per step (CFG / no CFG est.) | mesh net | flexicubes | gaussians | export "
-          "| decoders+export | stage2+dec+export | fine voxels | faces |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, r in rows:
+    print("| structure | voxels | tokens | stage2 (steps/CFG) | per step (CFG / no CFG est.) | mesh net | flexicubes "
+          "| gaussians | export | decoders+export | stage2+dec+export | 256³ voxels | faces |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, n, r in rows:
         per = r["stage2"] / (r["guided"] * 2 + (r["steps"] - r["guided"])) if r["steps"] else 0.0
         dec = r["mesh_net"] + r["flexicubes"] + r["gaussians"] + r["export"]
-        print(f"| {n} | {r['stage2']:.2f}s ({r['steps']}/{r['guided']}) | {2 * per:.2f}s / {per:.2f}s "
+        print(f"| {label} | {n} | {r['coarse']} | {r['stage2']:.2f}s ({r['steps']}/{r['guided']}) | {2 * per:.2f}s / {per:.2f}s "
               f"| {r['mesh_net']:.2f}s | {r['flexicubes']:.2f}s | {r['gaussians']:.2f}s | {r['export']:.2f}s "
               f"| {dec:.2f}s | {sum(r[c] for c in cols):.2f}s | {r['fine_voxels']} | {r['faces']} |")
-    print("(per step: stage2 / (2*guided + unguided) forwards; a CFG step runs cond+uncond as one batch of 2)")
+    print("(tokens: voxels after the flow's 2x downsampling = transformer tokens per item; per step: stage2 / "
+          "(2*guided + unguided) forwards, a CFG step runs cond+uncond as one batch of 2)")
 
     if args.generate:
         t = time.perf_counter()

@@ -63,6 +63,21 @@ class SparseFlexiCubesExtractor:
             start += size
         self.feats_channels = start
 
+    def _corner_columns(self, device) -> torch.Tensor:
+        """Column of every (corner, per-corner attribute) in the order sdf, deform xyz, colour (if any)."""
+        key = str(device)
+        cache = self.__dict__.setdefault("_columns", {})
+        if key not in cache:
+            cols = []
+            for j in range(8):
+                for name in ("sdf", "deform", "color"):
+                    if name in self.layouts:
+                        lo = self.layouts[name]["range"][0]
+                        width = self.layouts[name]["shape"][-1]
+                        cols.extend(range(lo + j * width, lo + (j + 1) * width))
+            cache[key] = torch.tensor(cols, dtype=torch.long, device=device)
+        return cache[key]
+
     def get_layout(self, feats: torch.Tensor, name: str) -> Optional[torch.Tensor]:
         """The ``name`` block of ``feats`` reshaped to its per-cube shape, or None if absent."""
         if name not in self.layouts:
@@ -80,12 +95,12 @@ class SparseFlexiCubesExtractor:
         tables = device_tables(device)
         corners = tables["corners"]
 
-        sdf = self.get_layout(feats, "sdf") + self.sdf_bias
-        deform = self.get_layout(feats, "deform")
         weights = self.get_layout(feats, "weights")
-        color = self.get_layout(feats, "color")
-        per_corner = torch.cat([sdf, deform, color] if self.use_color else [sdf, deform], dim=-1)
-        n_attr = per_corner.shape[-1]
+        # per corner: sdf (+ bias), deform, colour - one column gather instead of slices + cat
+        columns = self._corner_columns(device)
+        n_attr = columns.shape[0] // 8
+        per_corner = feats.index_select(1, columns).view(-1, 8, n_attr)
+        per_corner[..., 0] += self.sdf_bias
 
         # Average the corner predictions onto the unique grid vertices.
         corner_keys = _vertex_keys(coords[:, None, :] + corners[None], res)

@@ -1,0 +1,35 @@
+"""`make_random_model(size='embedded')`: a random-weight folder of the embedded model's sizes (CPU timing)."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from trellis_backend.cli import build_parser
+from trellis_backend.pipeline.random_model import make_random_model
+from trellis_backend.training.configs import model_configs
+
+
+def test_cli_offers_the_embedded_size():
+    args = build_parser(with_plugins=False).parse_args(
+        ["make-random-model", "--kind", "text", "--out", "x", "--size", "embedded"])
+    assert args.size == "embedded" and args.steps is None
+
+
+def test_embedded_random_folder(tmp_path):
+    folder = make_random_model(tmp_path / "emb", kind="text", size="embedded", steps=1)
+    doc = json.loads((folder / "pipeline.json").read_text())
+    assert doc["name"] == "TrellisTextTo3DPipeline" and doc["args"]["text_cond_model"] == "embedded:minilm"
+    assert doc["args"]["slat_sampler"]["params"]["steps"] == 1
+    for key, (ckpt, cls, args) in model_configs("embedded").items():
+        assert doc["args"]["models"][key] == f"ckpts/{ckpt}"
+        cfg = json.loads((folder / "ckpts" / f"{ckpt}.json").read_text())
+        assert cfg == {"name": cls, "args": args}
+
+    from trellis_backend.pipeline.pipeline import TrellisPipeline
+
+    pipe = TrellisPipeline.from_pretrained(folder, device="cpu")
+    cond, _ = pipe.get_cond("a chair")
+    coords = pipe.sample_sparse_structure(cond, torch.Generator().manual_seed(0),
+                                          dict(pipe.sparse_structure_sampler_params))
+    assert 500 < coords.shape[0] < 20000  # calibrated to ~2% of the 64^3 grid (~5k voxels)
