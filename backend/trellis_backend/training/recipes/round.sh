@@ -16,6 +16,9 @@
 # Continuing on a fresh machine from an earlier round's results (carried in .cache/embedded_training):
 #   SS_FLOW_INIT / SLAT_FLOW_INIT: light states (`training light-state`, or built from the exported
 #   checkpoints), SLAT_INIT: a slat_vae stage dir (ckpts/ + latent_stats.json) for the decoders.
+# SS_FLOW_S=0 keeps the stage-1 flow of SS_FLOW_DIR (a stage dir with ckpts/) instead of training it:
+# three trainers time-slice one GPU, and the launch-bound stage-2 ones lose most when they share it with
+# the compute-bound stage-1 flow.
 set -u
 export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1
 W=${WORK:-/tmp/trellis_train}
@@ -33,8 +36,10 @@ DEVICE=${DEVICE:-cuda}
 MIN_OBJ=$(( OBJECTS < 256 ? OBJECTS : 256 ))
 T0=$(date +%s)
 SLAT_INIT=${SLAT_INIT:-$C/pca_slat}
+SS_FLOW_S=${SS_FLOW_S:-$TRAIN_S}
+SS_FLOW_DIR=${SS_FLOW_DIR:-$W/ss_flow}
 mkdir -p "$W/ss_flow" "$W/slat_flow" "$OUT"
-[ -f "$W/ss_flow/state.pt" ] || cp "${SS_FLOW_INIT:-$C/call1/ss_flow_light_state.pt}" "$W/ss_flow/state.pt"
+[ "$SS_FLOW_S" = 0 ] || [ -f "$W/ss_flow/state.pt" ] || cp "${SS_FLOW_INIT:-$C/call1/ss_flow_light_state.pt}" "$W/ss_flow/state.pt"
 [ -f "$W/slat_flow/state.pt" ] || [ -z "${SLAT_FLOW_INIT:-}" ] || cp "$SLAT_FLOW_INIT" "$W/slat_flow/state.pt"
 if [ ! -f "$W/data_done" ]; then
   ( python3 -m trellis_backend.training datagen --out "$W/data" --objects "$OBJECTS" \
@@ -52,23 +57,26 @@ RESUME=()
 [ -f "$W/slat_flow/state.pt" ] && RESUME=(--resume)
 python3 -m trellis_backend.training slat_flow --out "$W/slat_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
     --min-objects "$MIN_OBJ" --slat-vae "$SLAT_INIT" --max-seconds "$TRAIN_S" --steps 1000000 --batch "$SLAT_BATCH" \
-    --lr "${SLAT_LR:-4e-4}" --warmup 50 --ema 0.999 --save-every 100000 --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" \
+    --lr "${SLAT_LR:-4e-4}" --warmup 50 --ema "${SLAT_EMA:-0.999}" --save-every 100000 --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" \
     --freeze-image-encoder --text-encoder "$C/minilm" --device "$DEVICE" "${RESUME[@]}" >> "$W/slat_flow.log" 2>&1 &
 P2=$!
+P3=0
+if [ "$SS_FLOW_S" != 0 ]; then
 python3 -m trellis_backend.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
-    --min-objects "$MIN_OBJ" --ss-vae "$C/call1/ss_vae" --resume --max-seconds "$TRAIN_S" --steps 1000000 \
-    --batch "$SS_BATCH" --lr "${SS_LR:-3e-4}" --warmup 50 --ema 0.999 --save-every 100000 \
-    --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" --freeze-image-encoder --text-encoder "$C/minilm" \
-    --device "$DEVICE" >> "$W/ss_flow.log" 2>&1 &
-P3=$!
-while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || kill -0 $P3 2>/dev/null; do
+      --min-objects "$MIN_OBJ" --ss-vae "$C/call1/ss_vae" --resume --max-seconds "$SS_FLOW_S" --steps 1000000 \
+      --batch "$SS_BATCH" --lr "${SS_LR:-3e-4}" --warmup 50 --ema 0.999 --save-every 100000 \
+      --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" --freeze-image-encoder --text-encoder "$C/minilm" \
+      --device "$DEVICE" >> "$W/ss_flow.log" 2>&1 &
+  P3=$!
+fi
+while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || { [ $P3 != 0 ] && kill -0 $P3 2>/dev/null; }; do
   sleep 20
   echo "[$(( $(date +%s) - T0 ))s] $(tail -n1 "$W/datagen.log" 2>/dev/null | cut -c1-50)"
   for f in ss_flow slat_flow slat_vae; do echo "   $f: $(tail -n1 "$W/$f.log" | cut -c1-300)"; done
 done
 echo "[$(( $(date +%s) - T0 ))s] training done"
 python3 -m trellis_backend.training assemble --out "$W/pipe/trellis-embedded" --image-out "$W/pipe/trellis-embedded-image" \
-    --ss-vae "$C/call1/ss_vae" --slat-vae "$W/slat_vae" --ss-flow "$W/ss_flow" --slat-flow "$W/slat_flow" \
+    --ss-vae "$C/call1/ss_vae" --slat-vae "$W/slat_vae" --ss-flow "$SS_FLOW_DIR" --slat-flow "$W/slat_flow" \
     --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" --shared-prefix embedded/trellis-embedded/
 rm -rf "$W/eval"
 timeout "$EVAL_S" python3 -m trellis_backend.training.evaluate --model "$W/pipe/trellis-embedded" \
@@ -78,7 +86,7 @@ echo "[$(( $(date +%s) - T0 ))s] evaluated"
 cd "$W"
 tar cf "$OUT/slat_vae.tar" slat_vae/ckpts slat_vae/latent_stats.json slat_vae/log.jsonl
 tar cf "$OUT/slat_flow.tar" slat_flow/ckpts slat_flow/log.jsonl
-tar cf "$OUT/ss_flow.tar" ss_flow/ckpts/ss_flow_embedded_dit.json ss_flow/ckpts/ss_flow_embedded_dit.safetensors ss_flow/log.jsonl
+[ "$SS_FLOW_S" != 0 ] && tar cf "$OUT/ss_flow.tar" ss_flow/ckpts/ss_flow_embedded_dit.json ss_flow/ckpts/ss_flow_embedded_dit.safetensors ss_flow/log.jsonl
 [ -d eval ] && tar cf "$OUT/eval.tar" eval
 tar cf "$OUT/logs.tar" *.log
 ls -la "$OUT"
