@@ -128,9 +128,11 @@ def real_models(tmp_path_factory):
     """
     if not backend_python_available():
         pytest.skip("no backend interpreter")
-    embedded = os.path.join(ROOT, "models", "trellis-embedded")
-    if os.path.exists(os.path.join(embedded, "pipeline.json")) and not os.environ.get("TRELLIS_TEST_TINY_MODEL"):
-        return {"text": embedded, "image": embedded}
+    embedded = {"text": os.path.join(ROOT, "models", "trellis-embedded"),
+                "image": os.path.join(ROOT, "models", "trellis-embedded-image")}
+    if all(os.path.exists(os.path.join(f, "pipeline.json")) for f in embedded.values()) \
+            and not os.environ.get("TRELLIS_TEST_TINY_MODEL"):
+        return embedded
     root = tmp_path_factory.mktemp("tiny-models")
     return {kind: build_tiny_model(root / kind, kind) for kind in ("text", "image")}
 

@@ -1,4 +1,8 @@
-"""Region editing: outside the region nothing changes, inside it does; old files are kept."""
+"""Region editing: outside the region nothing changes, inside it does; old files are kept.
+
+Runs on the shipped embedded model (models/trellis-embedded, a real chair) and on a tiny
+random-weight model (the same code path with another architecture size).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,12 +21,21 @@ from trellis_backend.pipeline.random_model import make_random_model
 BOX = {"box_min": [-0.5, -0.5, 0.0], "box_max": [0.5, 0.5, 0.5]}  # upper half of the object
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
+EMBEDDED = Path(__file__).resolve().parents[1] / "models" / "trellis-embedded"
+
+
+@pytest.fixture(scope="module", params=["embedded", "random"])
+def generated(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("edit")
-    folder = make_random_model(root / "model", kind="text")
+    if request.param == "embedded":
+        if not (EMBEDDED / "pipeline.json").is_file():
+            pytest.skip("models/trellis-embedded is not in this checkout")
+        folder = EMBEDDED
+    else:
+        folder = make_random_model(root / "model", kind="text")
     pipe = TrellisPipeline.from_pretrained(folder, device="cpu")
-    res = pipe.generate(prompt="a red chair", seed=1, ss_steps=4, slat_steps=4, output_dir=root / "out", name="chair")
+    res = pipe.generate(prompt="a red chair with a tall back and four thin legs", seed=1, ss_steps=8, slat_steps=6,
+                        output_dir=root / "out", name="chair")
     return pipe, res, root
 
 
