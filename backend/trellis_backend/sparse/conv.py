@@ -151,22 +151,27 @@ def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(out_ch, -1, in_ch).permute(1, 2, 0).reshape(-1, out_ch)
 
 
-def _gather_gemm(feats: torch.Tensor, index: torch.Tensor, w2d: torch.Tensor,
-                 bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """out = [feats; 0][index].view(N, K·in) @ w2d (+ bias), block by block; no autograd."""
+def _gathered_blocks(feats: torch.Tensor, index: torch.Tensor):
+    """Yield (start, end, cols): rows start..end of the im2col matrix `[feats; 0][index].view(-1, K·in)`,
+    one cache-sized block at a time (the block buffer is reused)."""
     n, in_ch = feats.shape
     k = index.shape[1]
-    out_ch = w2d.shape[1]
-    out = feats.new_empty(n, out_ch)
-    if n == 0:
-        return out
     padded = torch.cat([feats, feats.new_zeros(1, in_ch)])
     rows = min(n, _block_rows(k * in_ch, feats.device))
     buf = feats.new_empty(rows * k, in_ch)
     for s in range(0, n, rows):
         e = min(n, s + rows)
         cols = torch.index_select(padded, 0, index[s:e].reshape(-1), out=buf[: (e - s) * k])
-        cols = cols.view(e - s, k * in_ch)
+        yield s, e, cols.view(e - s, k * in_ch)
+
+
+def _gather_gemm(feats: torch.Tensor, index: torch.Tensor, w2d: torch.Tensor,
+                 bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """out = [feats; 0][index].view(N, K·in) @ w2d (+ bias), block by block; no autograd."""
+    out = feats.new_empty(feats.shape[0], w2d.shape[1])
+    if feats.shape[0] == 0:
+        return out
+    for s, e, cols in _gathered_blocks(feats, index):
         if bias is None:
             torch.mm(cols, w2d, out=out[s:e])
         else:
@@ -176,18 +181,11 @@ def _gather_gemm(feats: torch.Tensor, index: torch.Tensor, w2d: torch.Tensor,
 
 def _gather_gemm_weight_grad(feats: torch.Tensor, index: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
     """sum over blocks of gathered(feats)^T @ grad_out: the gradient of the `[K·in, out]` weight matrix."""
-    n, in_ch = feats.shape
-    k = index.shape[1]
-    grad = grad_out.new_zeros(k * in_ch, grad_out.shape[1])
-    if n == 0:
+    grad = grad_out.new_zeros(index.shape[1] * feats.shape[1], grad_out.shape[1])
+    if feats.shape[0] == 0:
         return grad
-    padded = torch.cat([feats, feats.new_zeros(1, in_ch)])
-    rows = min(n, _block_rows(k * in_ch, feats.device))
-    buf = feats.new_empty(rows * k, in_ch)
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        cols = torch.index_select(padded, 0, index[s:e].reshape(-1), out=buf[: (e - s) * k])
-        grad.addmm_(cols.view(e - s, k * in_ch).t(), grad_out[s:e])
+    for s, e, cols in _gathered_blocks(feats, index):
+        grad.addmm_(cols.t(), grad_out[s:e])
     return grad
 
 
