@@ -9,10 +9,9 @@ OUT=${OUT:-out/demo}
 bash scripts/setup.sh
 MODEL=${MODEL_OVERRIDE:-models/trellis-embedded}
 if [ ! -f "$MODEL/pipeline.json" ]; then
-  echo "[demo] $MODEL is missing: train it (docs/MODEL_CARD.md) or pass a TRELLIS folder with MODEL=...; " \
-       "falling back to a tiny random-weight model so the whole path still runs" >&2
-  MODEL=out/tiny-random-text
-  .venv/bin/python -m trellis_backend make-random-model --kind text --out "$MODEL" >/dev/null
+  echo "[demo] no pipeline.json in $MODEL: pass a TRELLIS pipeline folder with MODEL_OVERRIDE=/path/to/folder" \
+       "(models/trellis-embedded ships with the repository; git checkout models/ restores it)" >&2
+  exit 2
 fi
 ARGS=(-- --prompt "$PROMPT" --model "$MODEL" --python .venv/bin/python --device auto --out "$OUT")
 if command -v blender >/dev/null 2>&1; then
