@@ -86,8 +86,8 @@ def test_slat_vae_trains_and_resumes(objects, tmp_path):
     assert len(stats["mean"]) == len(stats["std"]) == 8
 
 
-@pytest.mark.parametrize("stage", ["ss", "slat"])
-def test_flow_trains_and_resumes(objects, tmp_path, stage):
+@pytest.mark.parametrize("stage,frozen", [("ss", False), ("slat", False), ("ss", True)])
+def test_flow_trains_and_resumes(objects, tmp_path, stage, frozen):
     from trellis_backend.training.flow import FlowData, FlowTrainer
     from trellis_backend.training.image_encoder_io import build_image_encoder
 
@@ -107,15 +107,18 @@ def test_flow_trains_and_resumes(objects, tmp_path, stage):
 
     def make(out, steps=2):
         torch.manual_seed(0)
+        image_encoder = build_image_encoder(image_encoder_config("tiny"))
+        if frozen:  # tokens of every view cached when the objects arrive
+            kw["frozen_image_encoder"] = image_encoder.eval().requires_grad_(False)
         data = FlowData(stage, ListStore(objects), "cpu", text_encoder=FakeText(), **kw)
         data.update()
+        assert len(data.image_tokens) == (len(objects) if frozen else 0)
         key = "sparse_structure_flow_model" if stage == "ss" else "slat_flow_model"
-        return FlowTrainer(stage, build_fresh(*CFG[key][1:]), data, CFG,
-                           image_encoder=build_image_encoder(image_encoder_config("tiny")), batch_size=2,
-                           **_kw(out, steps))
+        return FlowTrainer(stage, build_fresh(*CFG[key][1:]), data, CFG, image_encoder=image_encoder,
+                           train_image_encoder=not frozen, batch_size=2, **_kw(out, steps))
 
     _run_twice(make, tmp_path)
-    assert (tmp_path / "ckpts" / "image_encoder.safetensors").is_file()
+    assert (tmp_path / "ckpts" / "image_encoder.safetensors").is_file() != frozen
 
 
 def test_fold_sdf_makes_an_inner_wall():

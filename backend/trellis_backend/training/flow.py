@@ -182,20 +182,14 @@ class FlowTrainer(Trainer):
         return cond, {}
 
     def _image_cond(self, idx):
-        if self.data.image_tokens:
+        extra = {}
+        if self.data.image_tokens:  # frozen encoder: tokens of every view computed on arrival
             tokens = torch.stack([self.data.image_tokens[i][random.randrange(self.data.image_tokens[i].shape[0])]
                                   for i in idx]).float()
-            drop = torch.rand(len(idx), device=tokens.device) < self.cond_drop
-            return torch.where(drop[:, None, None], torch.zeros_like(tokens), tokens), {}
-        imgs = torch.stack([self.data.images[i][random.randrange(self.data.images[i].shape[0])] for i in idx])
-        enc = self.image_encoder
-        x = imgs.float() / 255.0
-        if "image_encoder" in self.models:
-            tokens = enc(x)
         else:
-            with torch.no_grad():
-                tokens = enc(x)
-        extra = {}
+            imgs = torch.stack([self.data.images[i][random.randrange(self.data.images[i].shape[0])] for i in idx])
+            with torch.set_grad_enabled("image_encoder" in self.models):
+                tokens = self.image_encoder(imgs.float() / 255.0)
         if "aux" in self.models:
             cat_logits, col_logits = self.models["aux"](tokens)
             cat = torch.tensor([self.data.category[i] for i in idx], device=tokens.device)
