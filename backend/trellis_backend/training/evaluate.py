@@ -49,9 +49,6 @@ class LoadedModel:
         from ..errors import MissingFileError
         from ..pipeline.samplers import build_sampler
 
-        from .autocast_conv import install
-
-        install()
         self.folder = Path(folder).resolve()
         self.device = torch.device(device)
         self.config = json.loads((self.folder / "pipeline.json").read_text())

@@ -36,10 +36,6 @@ from ..data.splits import CATEGORIES
 from ..sparse import SparseTensor
 from .data import ObjectStore, batch_coords, dense_occupancy
 from .loop import Trainer
-from . import autocast_conv
-
-autocast_conv.install()
-
 SIGMA_MIN = 1e-5
 TEXT_NOISE = 0.02
 

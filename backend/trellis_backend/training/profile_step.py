@@ -3,7 +3,7 @@
     python -m trellis_backend.training.profile_step [--batch 32] [--voxels 5000] [--steps 5]
 
 Builds the embedded SLat flow, feeds `--batch` sphere shells of about `--voxels` voxels
-each, times forward + backward + AdamW (bf16 autocast on CUDA, the training conv hook) and
+each, times forward + backward + AdamW (bf16 autocast on CUDA, the torch gather-GEMM conv) and
 prints the torch profiler's top operators by device and host time.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 import torch
 
 from ..sparse import SparseTensor
-from . import autocast_conv
 from .checkpoints import build_fresh
 from .configs import model_configs
 
@@ -37,7 +36,6 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    autocast_conv.install()
     model = build_fresh(*model_configs()["slat_flow_model"][1:]).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     coords = shells(args.batch, args.voxels, dev)

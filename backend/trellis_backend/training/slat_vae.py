@@ -38,10 +38,6 @@ from ..sparse import SparseTensor
 from .checkpoints import export_model
 from .data import LATTICE_SUB, ObjectStore, batch_coords
 from .loop import Trainer
-from . import autocast_conv
-
-autocast_conv.install()
-
 GS_TARGET_OPACITY = 0.95
 GS_TARGET_SCALE_VOXELS = 0.35
 RF_TARGET_DENSITY = 5.0

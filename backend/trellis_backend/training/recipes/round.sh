@@ -20,7 +20,7 @@
 # three trainers time-slice one GPU, and the launch-bound stage-2 ones lose most when they share it with
 # the compute-bound stage-1 flow.
 set -u
-export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1
+export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1 TRELLIS_CONV_BACKEND=torch  # the gather-GEMM conv, autograd + bf16
 W=${WORK:-/tmp/trellis_train}
 C=.cache/embedded_training
 OBJECTS=${OBJECTS:-3200}
