@@ -2,6 +2,7 @@
 # What the lent GPU ran for the stage table (docs/BENCHMARKS.md): bash kernels/device_run.sh <phase>
 #   phase 1: deps check, GPU tests of the fast path (tests/test_accel.py -m gpu), stage bench with tuning
 #   phase 2: stage bench with the tuned conv table and Triton cache of phase 1 (.whl/triton_cache.tgz)
+#   every phase then times image -> GLB through TrellisPipeline.generate (trellis_kernels.product_timing)
 # Wheels of missing runtime deps (trimesh, plyfile) travel in .whl/ (see /work/.library/device/README.md).
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu,clocks.sm --format=csv,noheader
 nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
 echo "== GPU tests"
-TRELLIS_KERNELS_AUTOTUNE=0 timeout ${TEST_TIMEOUT:-90} python3 -m pytest -q -m gpu tests/test_accel.py -s \
+TRELLIS_KERNELS_AUTOTUNE=0 timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -m gpu ${GPU_TESTS:-tests/test_accel.py \
+  tests/test_pipeline_gpu.py tests/test_kernels.py} -s \
   -p no:cacheprovider > "$OUT/tests.log" 2>&1
 TESTS_RC=$?
 echo "tests rc=$TESTS_RC"
@@ -45,5 +47,10 @@ env $EXTRA TRELLIS_STAGE_PROFILE=${PROFILE:-1} TRELLIS_STAGE_BUDGET=${BUDGET:-14
   --save-tuned "$OUT/tuned_conv.json" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?"
 grep -E "^\[|^  |Error|error" "$OUT/bench.log" | grep -v "^    " | cut -c1-230 | tail -60
+echo "== product path: image -> GLB through TrellisPipeline.generate"
+timeout ${PRODUCT_TIMEOUT:-170} python3 -m trellis_kernels.product_timing --repeats ${PRODUCT_REPEATS:-3} \
+  --out "$OUT/product_timing.json" > "$OUT/product.log" 2>&1
+echo "product rc=$?"
+tail -40 "$OUT/product.log"
 tar czf "$OUT/triton_cache.tgz" -C $TRITON_CACHE_DIR . 2>/dev/null
 ls -la "$OUT"

@@ -12,8 +12,10 @@ timed on two paths, as the pipeline runs it:
   every step, no fused kernels, no CUDA graphs. (The pipeline's own pre-accel CUDA path, float32
   weights under bf16 autocast, cannot run the PyTorch conv: index_add_ of a bf16 product into a
   float32 output raises; see docs/BENCHMARKS.md.)
-- accel: `trellis_backend.accel.enable(model)` (bf16 torso, Triton conv / varlen attention,
-  fused adaLN kernels, cross-attention K/V once per run, CUDA graphs for stage 1).
+- accel: `trellis_backend.accel.enable(model, **accel.hook_settings())`, i.e. what the pipeline's
+  hook turns on (bf16 torso, Triton conv without split-K / varlen attention, fused adaLN kernels,
+  cross-attention K/V once per run, CUDA graphs of both flow stages, the stage-2 graphs captured
+  per run and freed after it as `sample_slat` does). Stage 2 also gets an eager diagnostic row.
 
 Rows are medians of CUDA-event timed runs after warm-up runs (the first, cold run -
 compilation, kernel-config tuning, graph capture - is reported in the notes). Inputs: condition
@@ -229,7 +231,7 @@ class _State:
             p = self.plains.pop(key, None)
             if p is not None:
                 p.disable()  # bf16 -> fp32 -> bf16 below: exact round trip
-            self.accels[key] = accel.enable(self.model(key))
+            self.accels[key] = accel.enable(self.model(key), **accel.hook_settings())  # as the pipeline runs
         return self.accels[key]
 
     def slat_input(self):
@@ -280,8 +282,12 @@ def stage2(st: _State, coords=None, cond=None, neg=None):
     noise = SparseTensor(torch.randn(coords.shape[0], flow.in_channels, device=DEV, generator=st.gen), coords,
                          shape=(1, flow.in_channels))
     with torch.no_grad(), _autocast():
-        return _sampler().sample(flow, noise, st.cond if cond is None else cond, st.neg if neg is None else neg,
-                                 **SLAT_PARAMS).samples
+        out = _sampler().sample(flow, noise, st.cond if cond is None else cond, st.neg if neg is None else neg,
+                                **SLAT_PARAMS).samples
+    acc = st.accels.get(SLAT_FLOW)
+    if acc is not None:  # as the pipeline hook after `sample_slat`: the graphs of this voxel set are freed
+        acc.release_graphs(sparse_only=True)
+    return out
 
 
 def _forward_b2(st: _State, key: str):
@@ -433,34 +439,23 @@ def _s_stage2(bench: Bench):
         RESULTS.setdefault(f"forward_b2_{SLAT_FLOW}", {})["plain"] = _earlier_plain(f"forward_b2_{SLAT_FLOW}")
     med, acc = _stage_rows(
         bench, "stage2", f"plain: 25-step sampling, {st.coords.shape[0]} voxels (bf16 torso, PyTorch conv, SDPA)",
-        "accel: 25-step sampling (bf16, Triton conv, fused adaLN/qk-norm/GELU, K/V once, cached down-sampling)",
-        lambda: stage2(st), SLAT_FLOW, lambda a: f"K/V cache {a.kv_stats()}", plain)
+        "accel: 25-step sampling (pipeline hook settings: bf16, Triton conv without split-K, fused adaLN/qk-norm/GELU, "
+        "K/V once, cached down-sampling, CUDA graphs captured per run)",
+        lambda: stage2(st), SLAT_FLOW, lambda a: f"K/V cache {a.kv_stats()}, graph captures {a.runner(st.model(SLAT_FLOW)).captures}", plain)
     _dit_rows(bench, st, SLAT_FLOW, "SLat DiT-L (2x20K voxels)", True)
     if os.environ.get("TRELLIS_STAGE_PROFILE") == "1" and _budget_left() > 60:
         _profile_run(lambda: stage2(st), "stage-2 sampling run (accel, eager)")
-    if os.environ.get("TRELLIS_STAGE_GC_ROW", "1") == "1" and _budget_left() > 50:
-        gc.collect()
-        gc.disable()
-        try:
-            med_gc, samples, first = time_runs(lambda: stage2(st), 0, 3)
-        finally:
-            gc.enable()
-        _row(bench, "accel, Python GC paused during the runs (diagnostic)", med_gc, _note(samples, None),
-             RESULTS["stage2"].get("plain"))
-    if os.environ.get("TRELLIS_STAGE_GRAPHS2", "1") == "1" and _budget_left() > 45:
+    if os.environ.get("TRELLIS_STAGE_EAGER2", "1") == "1" and _budget_left() > 45:
         r = acc.runner(st.model(SLAT_FLOW))
         before = r.graphs_enabled
-        r.graphs_enabled = True
+        r.graphs_enabled = False
         try:
-            med_g, samples, first = time_runs(lambda: stage2(st), 1, 3)
-            _row(bench, "accel + CUDA graphs of the stage-2 forward (captured per run)", med_g,
-                 _note(samples, first, f"graph captures {r.captures}, replays {r.replays}"
-                                       + (f", graph error: {r.graph_error}" if r.graph_error else "")),
-                 RESULTS["stage2"].get("plain"))
-            RESULTS["stage2"]["accel_graphs"] = med_g
+            med_e, samples, first = time_runs(lambda: stage2(st), 1, 3)
+            _row(bench, "accel without CUDA graphs (eager sparse forward; diagnostic)", med_e,
+                 _note(samples, first), RESULTS["stage2"].get("plain"))
+            RESULTS["stage2"]["accel_eager"] = med_e
         finally:
             r.graphs_enabled = before
-            r.release_graphs()
 
 
 def _decoder_case(bench: Bench, key: str, what: str, run_factory):

@@ -42,7 +42,7 @@ import torch
 from .kv_cache import CrossKVCache, cross_attention_modules
 from .runner import ModelRunner
 
-__all__ = ["enable", "maybe_enable", "Accelerator", "kernels_available"]
+__all__ = ["enable", "maybe_enable", "hook_settings", "Accelerator", "kernels_available"]
 
 _FLOW_CLASSES = ("SparseStructureFlowModel", "SLatFlowModel", "ElasticSLatFlowModel")
 
@@ -300,16 +300,22 @@ def enable(target, *, dtype: Union[torch.dtype, str, None] = "auto", conv: bool 
     return acc
 
 
+def hook_settings(dtype: Optional[torch.dtype] = None) -> Dict[str, Any]:
+    """The keywords `maybe_enable` passes to `enable` for a pipeline of `dtype` (the benchmark times these).
+
+    Deterministic always: the pipeline promises identical results for a seed on the same device (no
+    split-K atomics). A half-precision pipeline also captures stage-2 graphs: on the H100 host the eager
+    sparse forward is launch-bound (docs/BENCHMARKS.md)."""
+    if dtype == torch.float32:
+        return {"dtype": None, "fused": False, "deterministic": True}
+    return {"graphs": os.environ.get("TRELLIS_ACCEL_GRAPHS", "all"), "deterministic": True}
+
+
 def maybe_enable(pipeline) -> Optional[Accelerator]:
     """The pipeline's hook: enable on CUDA unless TRELLIS_ACCEL=0; keeps the handle as `pipeline.accel`."""
     device = getattr(pipeline, "device", None)
     if device is None or torch.device(device).type != "cuda" or os.environ.get("TRELLIS_ACCEL", "1") == "0":
         return None
-    # the pipeline promises identical results for a seed on the same device: no split-K atomics
-    if getattr(pipeline, "dtype", None) == torch.float32:
-        acc = enable(pipeline, dtype=None, fused=False, deterministic=True)
-    else:
-        # stage-2 graphs too: on the H100 host the eager sparse forward is launch-bound (docs/BENCHMARKS.md)
-        acc = enable(pipeline, graphs=os.environ.get("TRELLIS_ACCEL_GRAPHS", "all"), deterministic=True)
+    acc = enable(pipeline, **hook_settings(getattr(pipeline, "dtype", None)))
     pipeline.accel = acc
     return acc
