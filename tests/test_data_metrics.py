@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from trellis_backend.data.metrics import (CategoryClassifier, chamfer_distance, color_histogram, dominant_color,
-                                          mesh_dominant_color, voxel_iou)
+                                          mesh_dominant_color, solid_iou, solid_occupancy, voxel_iou)
 from trellis_backend.data.palette import COLOR_NAMES, PALETTE, jittered, nearest_color_name
 from trellis_backend.data.shapes import CATEGORIES, sample_object
 from trellis_backend.data.voxelize import voxelize
@@ -24,6 +24,28 @@ def test_chamfer_and_iou():
     g = np.zeros((64, 64, 64), bool)
     g[tuple(a.astype(int).T)] = True
     assert voxel_iou(g, torch.from_numpy(a.astype(int))) == 1.0
+
+
+def _box_shell(lo, hi, open_top=False):
+    g = np.zeros((64, 64, 64), bool)
+    g[lo:hi, lo:hi, lo:hi] = True
+    g[lo + 1:hi - 1, lo + 1:hi - 1, lo + 1:(hi if open_top else hi - 1)] = False
+    return g
+
+
+def test_solid_occupancy_fills_closed_shells_and_keeps_open_cavities():
+    shell = _box_shell(10, 30)
+    solid = solid_occupancy(np.argwhere(shell))
+    assert solid.sum() == 20 ** 3 and solid[shell].all()
+    pinhole = shell.copy()
+    pinhole[20, 20, 29] = False  # a hole in the lid: a flood fill from outside would empty the box
+    # only the grid line through the hole is lost (19 voxels), not the interior (18³ = 5832)
+    assert solid_occupancy(pinhole).sum() == 20 ** 3 - 19
+    cup = _box_shell(10, 30, open_top=True)
+    assert solid_occupancy(cup).sum() == cup.sum()  # the open cavity stays air
+    a, b = np.argwhere(shell), np.argwhere(_box_shell(11, 31))  # offset by one voxel on every axis
+    assert voxel_iou(a, b) < 0.15 and solid_iou(a, b) > 0.7
+    assert solid_iou(a, a) == 1.0 and solid_iou(a, a + 30) == 0.0
 
 
 def test_dominant_colour():

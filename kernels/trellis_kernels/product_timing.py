@@ -8,12 +8,17 @@ DINOv2 ViT-L/14-reg4, 25-step samplers, SS decoder calibrated to ~20K voxels), l
 `TrellisPipeline.from_pretrained(device="cuda")` (bf16, the accel hook with its own settings:
 deterministic conv, CUDA graphs of both stages), generating a GLB and a PLY from an RGBA image.
 Reports the wall time of each generate call after a warm-up call, the pipeline's per-stage
-timings, the voxel count, the peak GPU memory, and whether two runs with one seed are identical.
+timings, the voxel and token counts, the peak GPU memory, and whether two runs with one seed are
+identical. Random weights make a speckled structure (few voxels share a 2x2x2 cell, so stage 2 sees
+about as many tokens as voxels, unlike a real surface); so stage 2 + decoders + export are also
+timed through `pipe.variants` on the stage bench's 20K-voxel sphere shell (4.4K tokens).
+TRELLIS_PRODUCT_PROFILE=1 adds a torch-profiler summary of one such variants call.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -33,6 +38,12 @@ def condition_image(path: Path) -> Path:
     a[300:480, 220:292] = (90, 60, 30, 255)
     Image.fromarray(a, "RGBA").save(path)
     return path
+
+
+def parents(coords: torch.Tensor) -> int:
+    """Tokens of the SLat flow's transformer: occupied 2x2x2 cells (its down-sampling packs each into one)."""
+    c = coords.detach().cpu().long()
+    return int(torch.unique(torch.cat([c[:, :1], c[:, 1:] // 2], 1), dim=0).shape[0])
 
 
 def main(argv=None) -> dict:
@@ -72,6 +83,16 @@ def main(argv=None) -> dict:
         res["meta"]["wall_ms"] = (time.perf_counter() - t0) * 1e3
         return res
 
+    def run_variant(name: str) -> dict:
+        """Stage 2 + decoders + export on the stage bench's 20K-voxel sphere shell (`pipe.variants`)."""
+        sync()
+        t0 = time.perf_counter()
+        res = pipe.variants(shell, image=image, seed=0, formats=("mesh", "gaussians"), output_dir=root / "out",
+                            name=name)
+        sync()
+        res["meta"]["wall_ms"] = (time.perf_counter() - t0) * 1e3
+        return res
+
     first = run(0, "warm")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -79,6 +100,16 @@ def main(argv=None) -> dict:
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0
     a, b = runs[0]["outputs"]["slat"], runs[-1]["outputs"]["slat"]
     same = bool(torch.equal(a.coords, b.coords) and torch.equal(a.feats, b.feats))
+    from .bench import shell_coords
+
+    shell = shell_coords(64 if args.size == "official" else 32, 20000 if args.size == "official" else 600,
+                         device="cpu")[:, 1:]
+    run_variant("vwarm")
+    variants = [run_variant(f"v{i}") for i in range(args.repeats)]
+    if os.environ.get("TRELLIS_PRODUCT_PROFILE") == "1" and cuda:
+        from .bench_stages import _profile_run
+
+        _profile_run(lambda: run_variant("vprof"), "pipe.variants on the 20K shell (product path)")
     walls = [r["meta"]["wall_ms"] for r in runs]
     stages = {k: statistics.median(r["meta"]["timings"][k] * 1e3 for r in runs)
               for k in runs[0]["meta"]["timings"]}
@@ -88,6 +119,11 @@ def main(argv=None) -> dict:
               "median_stage_ms": {k: round(v, 1) for k, v in stages.items()},
               "voxels": runs[0]["meta"].get("voxels"), "faces": runs[0]["meta"].get("faces"),
               "files": sorted(runs[0]["files"]), "glb_bytes": Path(runs[0]["files"]["glb"]).stat().st_size,
+              "tokens": parents(runs[0]["outputs"]["slat"].coords),
+              "variant_voxels": int(shell.shape[0]), "variant_tokens": parents(variants[0]["outputs"]["slat"].coords),
+              "variant_wall_ms": [round(r["meta"]["wall_ms"], 1) for r in variants],
+              "variant_median_stage_ms": {k: round(statistics.median(r["meta"]["timings"][k] * 1e3 for r in variants), 1)
+                                          for k in variants[0]["meta"]["timings"]},
               "peak_gib": round(peak, 2), "same_seed_identical": same,
               "accel": type(getattr(pipe, "accel", None)).__name__}
     print(json.dumps(result, indent=1))

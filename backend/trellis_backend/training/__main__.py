@@ -232,6 +232,38 @@ def cmd_light_state(args):
     _log(f"[light-state] {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
 
 
+def cmd_init_from_folder(args):
+    """Stage dirs and light states from an assembled pipeline folder (the inverse of `assemble`), so a
+    training round continues from the shipped weights (models/ travels with the repo; no carried states):
+    OUT/ss_vae, OUT/slat_vae (ckpts/ + latent_stats.json), OUT/image_encoder.*, OUT/{ss,slat}_flow_light.pt."""
+    import shutil
+
+    from ..models import load_model
+    from .configs import model_configs
+
+    folder, out = Path(args.folder), Path(args.out)
+    cfg = model_configs(args.preset)
+    pipe = json.loads((folder / "pipeline.json").read_text())["args"]
+    groups = {"ss_vae": ("sparse_structure_encoder", "sparse_structure_decoder"),
+              "slat_vae": ("slat_encoder", "slat_decoder_gs", "slat_decoder_mesh", "slat_decoder_rf")}
+    for stage, keys in groups.items():
+        (out / stage / "ckpts").mkdir(parents=True, exist_ok=True)
+        for key in keys:
+            name = cfg[key][0]
+            for ext in (".json", ".safetensors"):
+                shutil.copy(folder / "ckpts" / f"{name}{ext}", out / stage / "ckpts" / f"{name}{ext}")
+    (out / "slat_vae" / "latent_stats.json").write_text(json.dumps(pipe["slat_normalization"], indent=2))
+    image_folder = Path(args.image_folder) if args.image_folder else Path(f"{folder}-image")
+    for ext in (".json", ".safetensors"):
+        src = image_folder / "ckpts" / f"image_encoder{ext}"
+        if src.is_file():
+            shutil.copy(src, out / f"image_encoder{ext}")
+    for stage, key in (("ss", "sparse_structure_flow_model"), ("slat", "slat_flow_model")):
+        model = load_model(folder / "ckpts" / cfg[key][0], use_fp16=False)
+        torch.save({"step": 0, "models": {"denoiser": model.state_dict()}}, out / f"{stage}_flow_light.pt")
+    _log(f"[init-from-folder] {folder} -> {out}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m trellis_backend.training", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,6 +311,11 @@ def main(argv=None):
     p.add_argument("state")
     p.add_argument("out")
     p.add_argument("--half", action="store_true")
+    p = sub.add_parser("init-from-folder", help="stage dirs + light states from a pipeline folder (continue training)")
+    p.add_argument("--folder", required=True, help="text pipeline folder (e.g. models/trellis-embedded)")
+    p.add_argument("--image-folder", default=None, help="image pipeline folder (default: <folder>-image)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="embedded")
     p = sub.add_parser("assemble", help="write pipeline folders")
     p.add_argument("--out", required=True, help="text pipeline folder")
     p.add_argument("--image-out", default=None, help="image pipeline folder")
@@ -296,6 +333,8 @@ def main(argv=None):
         return cmd_light_state(args)
     if args.stage == "pca-encoder":
         return cmd_pca_encoder(args)
+    if args.stage == "init-from-folder":
+        return cmd_init_from_folder(args)
     if getattr(args, "data", None) is None and args.stage not in ("assemble",):
         args.data = str(Path(args.out).parent / "data")
     t0 = time.time()

@@ -14,8 +14,14 @@ pipeline.json, batched) and is scored:
   (`data.metrics.CategoryClassifier`, 8 references per category, computed on the device);
 * colour: dominant palette colour of the generated mesh (vertex colours, area weighted;
   the Gaussians' colours if the mesh is empty) vs the requested main colour;
-* images only, IoU: voxel IoU of the generated structure with the input object's voxels
-  (surface shells at 64³, `data.metrics.voxel_iou`); also the IoU of the filled solids.
+* images only, IoU with the input object's voxels at 64³: of the solids the two surface shells
+  enclose (`data.metrics.solid_iou`, the volumetric IoU of single-view reconstruction work;
+  the headline number), and of the shells themselves (`voxel_iou`; a one-voxel offset of a thin
+  shell already halves it). For scale, the summary also scores a different instance of the same
+  category (the held-out object n places later) against each input the same way (`baseline_*`).
+
+``--start K`` evaluates the records K..K+n-1 instead of 0..n-1 (same held-out split; use it to
+choose sampler settings without looking at the reported items).
 
 Writes ``DIR/results.json`` (per item and summary), ``DIR/results.md`` (table) and
 ``DIR/eval_text.png`` / ``DIR/eval_image.png`` (grids of generated objects).
@@ -33,7 +39,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..data.metrics import CategoryClassifier, dominant_color, mesh_dominant_color, voxel_iou
+from ..data.metrics import CategoryClassifier, dominant_color, mesh_dominant_color, solid_iou, voxel_iou
 from ..data.palette import COLOR_NAMES
 from ..data.splits import CATEGORIES
 
@@ -163,21 +169,6 @@ def object_colour(item: dict) -> Optional[str]:
     return None
 
 
-def solid_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of the volumes enclosed by two shells (holes filled per axis-aligned scan)."""
-    from scipy import ndimage
-
-    def solid(c):
-        g = np.zeros((64, 64, 64), bool)
-        c = np.asarray(c, np.int64).reshape(-1, 3)
-        g[tuple(c.T)] = True
-        return ndimage.binary_fill_holes(g)
-
-    sa, sb = solid(a), solid(b)
-    u = (sa | sb).sum()
-    return float((sa & sb).sum() / u) if u else 1.0
-
-
 # ------------------------------------------------------------------ pictures
 def mesh_cloud(item: dict, n: int = 40000):
     """A SurfaceCloud (points, normals, colours) sampled on the generated mesh, for the data renderer."""
@@ -233,8 +224,19 @@ def save_grid(tiles: List[np.ndarray], labels: List[str], path: Path, cols: int 
 
 
 # ------------------------------------------------------------------ main evaluation
+def same_category_baseline(records: List[dict], start: int) -> dict:
+    """IoU of each input with another held-out object of its category (records `len(records)` later)."""
+    from ..data.dataset import evaluation_set
+
+    others = evaluation_set(len(records), "heldout", start=start + len(records))
+    pairs = [(r["coords"], o["coords"]) for r, o in zip(records, others) if r["category"] == o["category"]]
+    return {"baseline_iou": float(np.mean([voxel_iou(a, b) for a, b in pairs])),
+            "baseline_solid_iou": float(np.mean([solid_iou(a, b) for a, b in pairs])), "baseline_pairs": len(pairs)}
+
+
 def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, device=None, batch: int = 20,
-             seed: int = 0, log=print, ss_params=None, slat_params=None, structure_only: bool = False) -> dict:
+             seed: int = 0, log=print, ss_params=None, slat_params=None, structure_only: bool = False,
+             start: int = 0) -> dict:
     from PIL import Image
 
     from ..data.dataset import evaluation_set
@@ -244,10 +246,10 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     t0 = time.time()
-    records = evaluation_set(n, "heldout", image_size=256 if image_model else None)
+    records = evaluation_set(n, "heldout", start=start, image_size=256 if image_model else None)
     clf = DeviceClassifier(device)
     log(f"[eval] {n} held-out records and classifier references in {time.time() - t0:.0f}s")
-    results = {"n": n, "device": str(device), "structure_only": structure_only}
+    results = {"n": n, "start": start, "device": str(device), "structure_only": structure_only}
     runs = [("text", model)] + ([("image", image_model)] if image_model else [])
     for kind, folder in runs:
         t1 = time.time()
@@ -261,7 +263,7 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
             else:
                 pre = [preprocess_image(Image.fromarray(r["image"], "RGBA")) for r in recs]
                 cond = m.conditioner.get_cond(pre)
-            gen = generate_batch(m, cond["cond"], cond["neg_cond"][:1], [seed + s + i for i in range(len(recs))],
+            gen = generate_batch(m, cond["cond"], cond["neg_cond"][:1], [seed + start + s + i for i in range(len(recs))],
                                  ss_params, slat_params, decode=not structure_only)
             for r, g in zip(recs, gen):
                 pred_cat, _ = clf.classify(g["coords"].numpy())
@@ -298,6 +300,7 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
         if kind == "image":
             summary["mean_iou"] = float(np.mean([i["iou"] for i in items]))
             summary["mean_solid_iou"] = float(np.mean([i["solid_iou"] for i in items]))
+            summary.update(same_category_baseline(records, start))
         per_cat = {}
         for c in CATEGORIES:
             sel = [i for i in items if i["category"] == c]
@@ -314,7 +317,7 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| condition | generations | category accuracy | colour accuracy | mean IoU (shell) | mean IoU (solid) | empty |",
+    lines = ["| condition | generations | category accuracy | colour accuracy | mean IoU (shell) | mean IoU (solid, headline) | empty |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for kind in ("text", "image"):
         if kind not in results:
@@ -325,6 +328,10 @@ def markdown_table(results: dict) -> str:
         col = "-" if results.get("structure_only") else f"{s['color_accuracy']:.1%}"
         lines.append(f"| {kind} | {s['generations']} | {s['category_accuracy']:.1%} | {col} | "
                      f"{iou} | {siou} | {s['empty']} |")
+    if "image" in results and "baseline_solid_iou" in results["image"]["summary"]:
+        s = results["image"]["summary"]
+        lines.append(f"| (for scale: another object of the input's category) | {s['baseline_pairs']} | - | - | "
+                     f"{s['baseline_iou']:.3f} | {s['baseline_solid_iou']:.3f} | - |")
     lines += ["", "| category | " + " | ".join(k for k in ("text", "image") if k in results) + " |",
               "| --- | " + " | ".join("---" for k in ("text", "image") if k in results) + " |"]
     for c in CATEGORIES:
@@ -367,6 +374,7 @@ def main(argv=None):
     ap.add_argument("--device", default=None)
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--start", type=int, default=0, help="first held-out record (validation: e.g. 1000)")
     ap.add_argument("--ss-params", default=None, help="JSON overriding pipeline.json's stage-1 sampler params")
     ap.add_argument("--slat-params", default=None)
     ap.add_argument("--structure-only", action="store_true",
@@ -381,7 +389,7 @@ def main(argv=None):
     res = evaluate(args.model, image_model, args.n, args.out, args.device, args.batch, args.seed,
                    ss_params=json.loads(args.ss_params) if args.ss_params else None,
                    slat_params=json.loads(args.slat_params) if args.slat_params else None,
-                   structure_only=args.structure_only)
+                   structure_only=args.structure_only, start=args.start)
     print(markdown_table(res))
     if args.pipeline_timing:
         from ..data.dataset import evaluation_set

@@ -16,6 +16,10 @@
 # Continuing on a fresh machine from an earlier round's results (carried in .cache/embedded_training):
 #   SS_FLOW_INIT / SLAT_FLOW_INIT: light states (`training light-state`, or built from the exported
 #   checkpoints), SLAT_INIT: a slat_vae stage dir (ckpts/ + latent_stats.json) for the decoders.
+# FROM_FOLDER=models/trellis-embedded: continue from an assembled folder (`training init-from-folder`:
+#   SS VAE, image encoder, decoders and both flows' light states; only the MiniLM copy is carried).
+# SLAT_FLOW_S=0 keeps the stage-2 flow of SLAT_FLOW_DIR (default: this round dir's, from an earlier call).
+# SLAT_VAE_S=0 keeps the decoders of SLAT_INIT instead of training them.
 # SS_FLOW_S=0 keeps the stage-1 flow of SS_FLOW_DIR (a stage dir with ckpts/) instead of training it:
 # three trainers time-slice one GPU, and the launch-bound stage-2 ones lose most when they share it with
 # the compute-bound stage-1 flow.
@@ -35,9 +39,23 @@ SLAT_BATCH=${SLAT_BATCH:-32}
 DEVICE=${DEVICE:-cuda}
 MIN_OBJ=$(( OBJECTS < 256 ? OBJECTS : 256 ))
 T0=$(date +%s)
+if [ -n "${FROM_FOLDER:-}" ]; then  # continue from an assembled pipeline folder (e.g. the shipped models/)
+  [ -d "$W/init" ] || python3 -m trellis_backend.training init-from-folder --folder "$FROM_FOLDER" --out "$W/init" || exit 1
+  SS_VAE_DIR=${SS_VAE_DIR:-$W/init/ss_vae}
+  IMAGE_ENCODER=${IMAGE_ENCODER:-$W/init/image_encoder}
+  SLAT_INIT=${SLAT_INIT:-$W/init/slat_vae}
+  SS_FLOW_INIT=${SS_FLOW_INIT:-$W/init/ss_flow_light.pt}
+  SLAT_FLOW_INIT=${SLAT_FLOW_INIT:-$W/init/slat_flow_light.pt}
+fi
+SS_VAE_DIR=${SS_VAE_DIR:-$C/call1/ss_vae}
+IMAGE_ENCODER=${IMAGE_ENCODER:-$C/call1/ss_flow/ckpts/image_encoder}
 SLAT_INIT=${SLAT_INIT:-$C/pca_slat}
 SS_FLOW_S=${SS_FLOW_S:-$TRAIN_S}
 SS_FLOW_DIR=${SS_FLOW_DIR:-$W/ss_flow}
+SLAT_FLOW_S=${SLAT_FLOW_S:-$TRAIN_S}
+SLAT_FLOW_DIR=${SLAT_FLOW_DIR:-$W/slat_flow}
+SLAT_VAE_DIR=$W/slat_vae
+[ "$SLAT_VAE_S" = 0 ] && SLAT_VAE_DIR=$SLAT_INIT  # decoders kept as they are
 mkdir -p "$W/ss_flow" "$W/slat_flow" "$OUT"
 [ "$SS_FLOW_S" = 0 ] || [ -f "$W/ss_flow/state.pt" ] || cp "${SS_FLOW_INIT:-$C/call1/ss_flow_light_state.pt}" "$W/ss_flow/state.pt"
 [ -f "$W/slat_flow/state.pt" ] || [ -z "${SLAT_FLOW_INIT:-}" ] || cp "$SLAT_FLOW_INIT" "$W/slat_flow/state.pt"
@@ -46,6 +64,8 @@ if [ ! -f "$W/data_done" ]; then
         --lattice-objects "$LATTICE_OBJECTS" --views 4 --workers "$DG_WORKERS" && touch "$W/data_done" ) \
       >> "$W/datagen.log" 2>&1 &
 fi
+P1=0
+if [ "$SLAT_VAE_S" != 0 ]; then
 RESUME=()
 [ -f "$W/slat_vae/state.pt" ] && RESUME=(--resume)
 python3 -m trellis_backend.training slat_vae --out "$W/slat_vae" --data "$W/data" --wait-data --objects "$LATTICE_OBJECTS" \
@@ -53,39 +73,43 @@ python3 -m trellis_backend.training slat_vae --out "$W/slat_vae" --data "$W/data
     --warmup 30 --max-seconds "$SLAT_VAE_S" --steps 1000000 --save-every 100000 --device "$DEVICE" "${RESUME[@]}" \
     >> "$W/slat_vae.log" 2>&1 &
 P1=$!
+fi
+P2=0
+if [ "$SLAT_FLOW_S" != 0 ]; then
 RESUME=()
 [ -f "$W/slat_flow/state.pt" ] && RESUME=(--resume)
 python3 -m trellis_backend.training slat_flow --out "$W/slat_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
-    --min-objects "$MIN_OBJ" --slat-vae "$SLAT_INIT" --max-seconds "$TRAIN_S" --steps 1000000 --batch "$SLAT_BATCH" \
-    --lr "${SLAT_LR:-4e-4}" --warmup 50 --ema "${SLAT_EMA:-0.999}" --save-every 100000 --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" \
+    --min-objects "$MIN_OBJ" --slat-vae "$SLAT_INIT" --max-seconds "$SLAT_FLOW_S" --steps 1000000 --batch "$SLAT_BATCH" \
+    --lr "${SLAT_LR:-4e-4}" --warmup 50 --ema "${SLAT_EMA:-0.999}" --save-every 100000 --image-encoder "$IMAGE_ENCODER" \
     --freeze-image-encoder --text-encoder "$C/minilm" --device "$DEVICE" "${RESUME[@]}" >> "$W/slat_flow.log" 2>&1 &
 P2=$!
+fi
 P3=0
 if [ "$SS_FLOW_S" != 0 ]; then
 python3 -m trellis_backend.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
-      --min-objects "$MIN_OBJ" --ss-vae "$C/call1/ss_vae" --resume --max-seconds "$SS_FLOW_S" --steps 1000000 \
+      --min-objects "$MIN_OBJ" --ss-vae "$SS_VAE_DIR" --resume --max-seconds "$SS_FLOW_S" --steps 1000000 \
       --batch "$SS_BATCH" --lr "${SS_LR:-3e-4}" --warmup 50 --ema 0.999 --save-every 100000 \
-      --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" --freeze-image-encoder --text-encoder "$C/minilm" \
+      --image-encoder "$IMAGE_ENCODER" --freeze-image-encoder --text-encoder "$C/minilm" \
       --device "$DEVICE" >> "$W/ss_flow.log" 2>&1 &
   P3=$!
 fi
-while kill -0 $P1 2>/dev/null || kill -0 $P2 2>/dev/null || { [ $P3 != 0 ] && kill -0 $P3 2>/dev/null; }; do
+while { [ $P1 != 0 ] && kill -0 $P1 2>/dev/null; } || { [ $P2 != 0 ] && kill -0 $P2 2>/dev/null; } || { [ $P3 != 0 ] && kill -0 $P3 2>/dev/null; }; do
   sleep 20
   echo "[$(( $(date +%s) - T0 ))s] $(tail -n1 "$W/datagen.log" 2>/dev/null | cut -c1-50)"
-  for f in ss_flow slat_flow slat_vae; do echo "   $f: $(tail -n1 "$W/$f.log" | cut -c1-300)"; done
+  for f in ss_flow slat_flow slat_vae; do [ -f "$W/$f.log" ] && echo "   $f: $(tail -n1 "$W/$f.log" | cut -c1-300)"; done
 done
 echo "[$(( $(date +%s) - T0 ))s] training done"
 python3 -m trellis_backend.training assemble --out "$W/pipe/trellis-embedded" --image-out "$W/pipe/trellis-embedded-image" \
-    --ss-vae "$C/call1/ss_vae" --slat-vae "$W/slat_vae" --ss-flow "$SS_FLOW_DIR" --slat-flow "$W/slat_flow" \
-    --image-encoder "$C/call1/ss_flow/ckpts/image_encoder" --shared-prefix embedded/trellis-embedded/
+    --ss-vae "$SS_VAE_DIR" --slat-vae "$SLAT_VAE_DIR" --ss-flow "$SS_FLOW_DIR" --slat-flow "$SLAT_FLOW_DIR" \
+    --image-encoder "$IMAGE_ENCODER" --shared-prefix embedded/trellis-embedded/
 rm -rf "$W/eval"
 timeout "$EVAL_S" python3 -m trellis_backend.training.evaluate --model "$W/pipe/trellis-embedded" \
     --image-model "$W/pipe/trellis-embedded-image" --n "$EVAL_N" --batch 30 --device "$DEVICE" --out "$W/eval" 2>&1 \
     | grep -v Warning | tail -30
 echo "[$(( $(date +%s) - T0 ))s] evaluated"
 cd "$W"
-tar cf "$OUT/slat_vae.tar" slat_vae/ckpts slat_vae/latent_stats.json slat_vae/log.jsonl
-tar cf "$OUT/slat_flow.tar" slat_flow/ckpts slat_flow/log.jsonl
+[ "$SLAT_VAE_S" != 0 ] && tar cf "$OUT/slat_vae.tar" slat_vae/ckpts slat_vae/latent_stats.json slat_vae/log.jsonl
+[ "$SLAT_FLOW_S" != 0 ] && tar cf "$OUT/slat_flow.tar" slat_flow/ckpts slat_flow/log.jsonl
 [ "$SS_FLOW_S" != 0 ] && tar cf "$OUT/ss_flow.tar" ss_flow/ckpts/ss_flow_embedded_dit.json ss_flow/ckpts/ss_flow_embedded_dit.safetensors ss_flow/log.jsonl
 [ -d eval ] && tar cf "$OUT/eval.tar" eval
 tar cf "$OUT/logs.tar" *.log
