@@ -188,7 +188,8 @@ def cmd_assemble(args):
     assemble(args.out, args.image_out, ss_vae=args.ss_vae, slat_vae=args.slat_vae, ss_flow=args.ss_flow,
              slat_flow=args.slat_flow, image_encoder=args.image_encoder, preset=args.preset, shared_prefix=shared,
              ss_params=json.loads(args.ss_params) if args.ss_params else None,
-             slat_params=json.loads(args.slat_params) if args.slat_params else None)
+             slat_params=json.loads(args.slat_params) if args.slat_params else None,
+             image_ss_params=json.loads(args.image_ss_params) if args.image_ss_params else None)
     _log(f"[assemble] wrote {args.out}" + (f" and {args.image_out}" if args.image_out else ""))
 
 
@@ -328,6 +329,7 @@ def main(argv=None):
     p.add_argument("--shared-prefix", default=None)
     p.add_argument("--ss-params", default=None)
     p.add_argument("--slat-params", default=None)
+    p.add_argument("--image-ss-params", default=None, help="stage-1 sampler params of the image folder")
     args = ap.parse_args(argv)
     if args.stage == "light-state":
         return cmd_light_state(args)

@@ -26,6 +26,9 @@ from .configs import model_configs
 
 DEFAULT_SS_SAMPLER = {"steps": 12, "cfg_strength": 5.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
 DEFAULT_SLAT_SAMPLER = {"steps": 12, "cfg_strength": 3.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0}
+# image condition: weaker stage-1 guidance, chosen on validation records (training/recipes/sweep.sh; solid IoU
+# 0.298 / 0.278 / 0.258 at cfg 5 / 7.5 / 10, then 0.419 / 0.400 at cfg 2 / 3.5 after more training; docs/MODEL_CARD.md)
+DEFAULT_IMAGE_SS_SAMPLER = {**DEFAULT_SS_SAMPLER, "cfg_strength": 2.0}
 
 PIPELINE_MODEL_KEYS = ("sparse_structure_encoder", "sparse_structure_decoder", "sparse_structure_flow_model",
                        "slat_encoder", "slat_decoder_gs", "slat_decoder_rf", "slat_decoder_mesh", "slat_flow_model")
@@ -54,14 +57,15 @@ def _copy_ckpts(src: Path, dst: Path, names) -> None:
     for name in names:
         for ext in (".json", ".safetensors"):
             f = src / "ckpts" / f"{name}{ext}"
-            if f.is_file():
+            if f.is_file() and not (dst / f"{name}{ext}").resolve() == f.resolve():  # re-assembling in place
                 shutil.copy(f, dst / f"{name}{ext}")
 
 
 def assemble(out_text: str | Path, out_image: Optional[str | Path], *, ss_vae: str | Path, slat_vae: str | Path,
              ss_flow: str | Path, slat_flow: str | Path, image_encoder: Optional[str | Path] = None,
              preset: str = "embedded", shared_prefix: Optional[str] = None, ss_params: Optional[dict] = None,
-             slat_params: Optional[dict] = None, extra: Optional[dict] = None) -> None:
+             slat_params: Optional[dict] = None, image_ss_params: Optional[dict] = None,
+             extra: Optional[dict] = None) -> None:
     cfg = model_configs(preset)
     out_text = Path(out_text)
     norm = json.loads(Path(slat_vae, "latent_stats.json").read_text())
@@ -86,6 +90,6 @@ def assemble(out_text: str | Path, out_image: Optional[str | Path], *, ss_vae: s
         prefix = ""
     else:
         prefix = shared_prefix
-    doc = pipeline_json("image", norm, preset, prefix, ss_params, slat_params)
+    doc = pipeline_json("image", norm, preset, prefix, image_ss_params or DEFAULT_IMAGE_SS_SAMPLER, slat_params)
     doc.update(extra or {})
     (out_image / "pipeline.json").write_text(json.dumps(doc, indent=2) + "\n")

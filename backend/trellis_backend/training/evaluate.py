@@ -288,7 +288,8 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
                 rgba = inputs[i].astype(np.float32) / 255.0
                 rgb = (rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])) * 255
                 merged += [rgb.astype(np.uint8), tiles[i]]
-                mlabels += ["input " + labels[i].replace(" (x)", ""), f"IoU {items[i]['iou']:.2f}"]
+                mlabels += ["input " + labels[i].replace(" (x)", ""),
+                            f"IoU {items[i]['solid_iou']:.2f} (shell {items[i]['iou']:.2f})"]
             tiles, labels = merged, mlabels
         save_grid(tiles, labels, out / f"eval_{kind}.png")
         summary = {"generations": len(items),
