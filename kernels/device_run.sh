@@ -4,6 +4,7 @@
 #   phase 2: stage bench with the tuned conv table and Triton cache of phase 1 (.whl/triton_cache.tgz)
 #   every phase then times image -> GLB through TrellisPipeline.generate (trellis_kernels.product_timing)
 # Wheels of missing runtime deps (trimesh, plyfile) travel in .whl/ (see /work/.library/device/README.md).
+# Carry: run(carry=[".whl", ".golden"]).
 set -o pipefail
 cd "$(dirname "$0")/.."
 PHASE=${1:-1}
@@ -25,7 +26,10 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
   && export PYTHONPATH=$PYTHONPATH:/tmp/site
 nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu,clocks.sm --format=csv,noheader
 nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
-echo "== GPU tests"
+# the golden cases live in ../shared/golden, which does not travel to the device: carry a copy as .golden
+# (`cp -r ../shared/golden .golden`, git-ignored, 22 MB) or the golden GPU tests (tuned path vs CPU float32) skip
+[ -d .golden ] && export TRELLIS_GOLDEN_DIR=$PWD/.golden
+echo "== GPU tests (golden cases: ${TRELLIS_GOLDEN_DIR:-none carried, golden tests skip})"
 TRELLIS_KERNELS_AUTOTUNE=0 timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -m gpu ${GPU_TESTS:-tests/test_accel.py \
   tests/test_pipeline_gpu.py tests/test_kernels.py} -s \
   -p no:cacheprovider > "$OUT/tests.log" 2>&1
