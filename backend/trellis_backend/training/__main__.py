@@ -237,9 +237,8 @@ def cmd_init_from_folder(args):
     """Stage dirs and light states from an assembled pipeline folder (the inverse of `assemble`), so a
     training round continues from the shipped weights (models/ travels with the repo; no carried states):
     OUT/ss_vae, OUT/slat_vae (ckpts/ + latent_stats.json), OUT/image_encoder.*, OUT/{ss,slat}_flow_light.pt."""
-    import shutil
-
     from ..models import load_model
+    from .assemble import _copy_ckpts
     from .configs import model_configs
 
     folder, out = Path(args.folder), Path(args.out)
@@ -248,17 +247,10 @@ def cmd_init_from_folder(args):
     groups = {"ss_vae": ("sparse_structure_encoder", "sparse_structure_decoder"),
               "slat_vae": ("slat_encoder", "slat_decoder_gs", "slat_decoder_mesh", "slat_decoder_rf")}
     for stage, keys in groups.items():
-        (out / stage / "ckpts").mkdir(parents=True, exist_ok=True)
-        for key in keys:
-            name = cfg[key][0]
-            for ext in (".json", ".safetensors"):
-                shutil.copy(folder / "ckpts" / f"{name}{ext}", out / stage / "ckpts" / f"{name}{ext}")
+        _copy_ckpts(folder, out / stage / "ckpts", [cfg[key][0] for key in keys])
     (out / "slat_vae" / "latent_stats.json").write_text(json.dumps(pipe["slat_normalization"], indent=2))
     image_folder = Path(args.image_folder) if args.image_folder else Path(f"{folder}-image")
-    for ext in (".json", ".safetensors"):
-        src = image_folder / "ckpts" / f"image_encoder{ext}"
-        if src.is_file():
-            shutil.copy(src, out / f"image_encoder{ext}")
+    _copy_ckpts(image_folder, out, ["image_encoder"])
     for stage, key in (("ss", "sparse_structure_flow_model"), ("slat", "slat_flow_model")):
         model = load_model(folder / "ckpts" / cfg[key][0], use_fp16=False)
         torch.save({"step": 0, "models": {"denoiser": model.state_dict()}}, out / f"{stage}_flow_light.pt")

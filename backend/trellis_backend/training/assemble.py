@@ -90,6 +90,7 @@ def assemble(out_text: str | Path, out_image: Optional[str | Path], *, ss_vae: s
         prefix = ""
     else:
         prefix = shared_prefix
-    doc = pipeline_json("image", norm, preset, prefix, image_ss_params or DEFAULT_IMAGE_SS_SAMPLER, slat_params)
+    doc = pipeline_json("image", norm, preset, prefix, image_ss_params or ss_params or DEFAULT_IMAGE_SS_SAMPLER,
+                        slat_params)
     doc.update(extra or {})
     (out_image / "pipeline.json").write_text(json.dumps(doc, indent=2) + "\n")
