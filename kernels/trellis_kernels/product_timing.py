@@ -40,10 +40,17 @@ def condition_image(path: Path) -> Path:
     return path
 
 
-def parents(coords: torch.Tensor) -> int:
+def tokens(result: dict) -> int:
     """Tokens of the SLat flow's transformer: occupied 2x2x2 cells (its down-sampling packs each into one)."""
-    c = coords.detach().cpu().long()
-    return int(torch.unique(torch.cat([c[:, :1], c[:, 1:] // 2], 1), dim=0).shape[0])
+    from .bench import group_lengths
+
+    return int(group_lengths(result["outputs"]["slat"].coords.cpu(), 2).numel())
+
+
+def median_stage_ms(results) -> dict:
+    """Median over runs of each of the pipeline's own stage timings, in ms."""
+    return {k: round(statistics.median(r["meta"]["timings"][k] * 1e3 for r in results), 1)
+            for k in results[0]["meta"]["timings"]}
 
 
 def main(argv=None) -> dict:
@@ -68,30 +75,26 @@ def main(argv=None) -> dict:
     image = condition_image(root / "cond.png")
     t = time.perf_counter()
     pipe = TrellisPipeline.from_pretrained(folder, device=args.device)
+    load_s = time.perf_counter() - t
     cuda = pipe.device.type == "cuda"
 
-    def sync():
+    def timed(call, **kw) -> dict:
+        """One pipeline call (`generate` or `variants`) writing GLB + PLY, with its wall time in meta."""
         if cuda:
             torch.cuda.synchronize()
-    load_s = time.perf_counter() - t
-
-    def run(seed: int, name: str) -> dict:
-        sync()
         t0 = time.perf_counter()
-        res = pipe.generate(image=image, seed=seed, formats=("mesh", "gaussians"), output_dir=root / "out", name=name)
-        sync()
+        res = call(image=image, formats=("mesh", "gaussians"), output_dir=root / "out", **kw)
+        if cuda:
+            torch.cuda.synchronize()
         res["meta"]["wall_ms"] = (time.perf_counter() - t0) * 1e3
         return res
+
+    def run(seed: int, name: str) -> dict:
+        return timed(pipe.generate, seed=seed, name=name)
 
     def run_variant(name: str) -> dict:
         """Stage 2 + decoders + export on the stage bench's 20K-voxel sphere shell (`pipe.variants`)."""
-        sync()
-        t0 = time.perf_counter()
-        res = pipe.variants(shell, image=image, seed=0, formats=("mesh", "gaussians"), output_dir=root / "out",
-                            name=name)
-        sync()
-        res["meta"]["wall_ms"] = (time.perf_counter() - t0) * 1e3
-        return res
+        return timed(pipe.variants, mesh_or_coords=shell, seed=0, name=name)
 
     first = run(0, "warm")
     if cuda:
@@ -111,19 +114,16 @@ def main(argv=None) -> dict:
 
         _profile_run(lambda: run_variant("vprof"), "pipe.variants on the 20K shell (product path)")
     walls = [r["meta"]["wall_ms"] for r in runs]
-    stages = {k: statistics.median(r["meta"]["timings"][k] * 1e3 for r in runs)
-              for k in runs[0]["meta"]["timings"]}
-    result = {"device": torch.cuda.get_device_name() if cuda else "cpu", "size": args.size, "build_folder_s": round(build_s, 1), "load_s": round(load_s, 1),
+    result = {"device": torch.cuda.get_device_name() if cuda else "cpu", "size": args.size,
+              "build_folder_s": round(build_s, 1), "load_s": round(load_s, 1),
               "first_run_ms": round(first["meta"]["wall_ms"], 1), "wall_ms": [round(w, 1) for w in walls],
               "median_wall_ms": round(statistics.median(walls), 1),
-              "median_stage_ms": {k: round(v, 1) for k, v in stages.items()},
+              "median_stage_ms": median_stage_ms(runs),
               "voxels": runs[0]["meta"].get("voxels"), "faces": runs[0]["meta"].get("faces"),
               "files": sorted(runs[0]["files"]), "glb_bytes": Path(runs[0]["files"]["glb"]).stat().st_size,
-              "tokens": parents(runs[0]["outputs"]["slat"].coords),
-              "variant_voxels": int(shell.shape[0]), "variant_tokens": parents(variants[0]["outputs"]["slat"].coords),
+              "tokens": tokens(runs[0]), "variant_voxels": int(shell.shape[0]), "variant_tokens": tokens(variants[0]),
               "variant_wall_ms": [round(r["meta"]["wall_ms"], 1) for r in variants],
-              "variant_median_stage_ms": {k: round(statistics.median(r["meta"]["timings"][k] * 1e3 for r in variants), 1)
-                                          for k in variants[0]["meta"]["timings"]},
+              "variant_median_stage_ms": median_stage_ms(variants),
               "peak_gib": round(peak, 2), "same_seed_identical": same,
               "accel": type(getattr(pipe, "accel", None)).__name__}
     print(json.dumps(result, indent=1))

@@ -93,7 +93,11 @@ python3 -m trellis_backend.training ss_flow --out "$W/ss_flow" --data "$W/data" 
       --device "$DEVICE" >> "$W/ss_flow.log" 2>&1 &
   P3=$!
 fi
-while { [ $P1 != 0 ] && kill -0 $P1 2>/dev/null; } || { [ $P2 != 0 ] && kill -0 $P2 2>/dev/null; } || { [ $P3 != 0 ] && kill -0 $P3 2>/dev/null; }; do
+running() {  # any of these trainer pids (0 = not started) still alive
+  for p in "$@"; do [ "$p" != 0 ] && kill -0 "$p" 2>/dev/null && return 0; done
+  return 1
+}
+while running $P1 $P2 $P3; do
   sleep 20
   echo "[$(( $(date +%s) - T0 ))s] $(tail -n1 "$W/datagen.log" 2>/dev/null | cut -c1-50)"
   for f in ss_flow slat_flow slat_vae; do [ -f "$W/$f.log" ] && echo "   $f: $(tail -n1 "$W/$f.log" | cut -c1-300)"; done

@@ -29,18 +29,18 @@ PY
 }
 echo "| setting (validation records $START..$((START + N - 1))) | result |" > "$OUT/sweep.md"
 echo "| --- | --- |" >> "$OUT/sweep.md"
+params() { echo "{\"steps\": 12, \"cfg_strength\": $1, \"cfg_interval\": [0.5, 1.0], \"rescale_t\": 3.0}"; }
+one() {  # name dir evaluate-args...: one validation run and its table line
+  local name=$1 d=$2
+  shift 2
+  python3 -m trellis_backend.training.evaluate --model "$MODEL" --n "$N" --start "$START" --batch 30 \
+      --device "$DEVICE" --out "$d" "$@" > "$d.log" 2>&1 && summary "$name" "$d/results.json"
+}
 for cfg in $SS_CFGS; do
-  d="$OUT/sweep/ss_cfg_$cfg"
-  python3 -m trellis_backend.training.evaluate --model "$MODEL" --image-model "$MODEL-image" --structure-only \
-      --n "$N" --start "$START" --batch 30 --device "$DEVICE" --out "$d" \
-      --ss-params "{\"steps\": 12, \"cfg_strength\": $cfg, \"cfg_interval\": [0.5, 1.0], \"rescale_t\": 3.0}" \
-      > "$d.log" 2>&1 && summary "stage 1 cfg $cfg (structure only)" "$d/results.json"
+  one "stage 1 cfg $cfg (structure only)" "$OUT/sweep/ss_cfg_$cfg" --image-model "$MODEL-image" --structure-only \
+      --ss-params "$(params "$cfg")"
 done
 for cfg in $SLAT_CFGS; do
-  d="$OUT/sweep/slat_cfg_$cfg"
-  python3 -m trellis_backend.training.evaluate --model "$MODEL" --image-model none \
-      --n "$N" --start "$START" --batch 30 --device "$DEVICE" --out "$d" \
-      --slat-params "{\"steps\": 12, \"cfg_strength\": $cfg, \"cfg_interval\": [0.5, 1.0], \"rescale_t\": 3.0}" \
-      > "$d.log" 2>&1 && summary "stage 2 cfg $cfg (text)" "$d/results.json"
+  one "stage 2 cfg $cfg (text)" "$OUT/sweep/slat_cfg_$cfg" --image-model none --slat-params "$(params "$cfg")"
 done
 cat "$OUT/sweep.md"
