@@ -33,6 +33,8 @@ TRAIN_S=${TRAIN_S:-420}
 SLAT_VAE_S=${SLAT_VAE_S:-$TRAIN_S}
 EVAL_N=${EVAL_N:-60}
 EVAL_S=${EVAL_S:-120}
+EVAL_START=${EVAL_START:-0}  # 1000: validation records (choose rounds there; 0 = the reported held-out items)
+EVAL_IMAGES=${EVAL_IMAGES:-1}  # 0: text prompts only (stage-2 rounds: images' category and IoU come from stage 1)
 DG_WORKERS=${DG_WORKERS:-11}
 SS_BATCH=${SS_BATCH:-128}
 SLAT_BATCH=${SLAT_BATCH:-32}
@@ -108,7 +110,7 @@ python3 -m trellis_backend.training assemble --out "$W/pipe/trellis-embedded" --
     --image-encoder "$IMAGE_ENCODER" --shared-prefix embedded/trellis-embedded/
 rm -rf "$W/eval"
 timeout "$EVAL_S" python3 -m trellis_backend.training.evaluate --model "$W/pipe/trellis-embedded" \
-    --image-model "$W/pipe/trellis-embedded-image" --n "$EVAL_N" --batch 30 --device "$DEVICE" --out "$W/eval" 2>&1 \
+    --image-model "$([ "$EVAL_IMAGES" = 0 ] && echo none || echo "$W/pipe/trellis-embedded-image")" --n "$EVAL_N" --start "$EVAL_START" --batch 30 --device "$DEVICE" --out "$W/eval" 2>&1 \
     | grep -v Warning | tail -30
 echo "[$(( $(date +%s) - T0 ))s] evaluated"
 cd "$W"
