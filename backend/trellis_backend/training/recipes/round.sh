@@ -82,7 +82,7 @@ RESUME=()
 [ -f "$W/slat_flow/state.pt" ] && RESUME=(--resume)
 python3 -m trellis_backend.training slat_flow --out "$W/slat_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
     --min-objects "$MIN_OBJ" --slat-vae "$SLAT_INIT" --max-seconds "$SLAT_FLOW_S" --steps 1000000 --batch "$SLAT_BATCH" \
-    --lr "${SLAT_LR:-4e-4}" --warmup 50 --ema "${SLAT_EMA:-0.999}" --save-every 100000 --image-encoder "$IMAGE_ENCODER" \
+    --lr "${SLAT_LR:-4e-4}" --warmup 50 --ema "${SLAT_EMA:-0.999}" --t-mean "${SLAT_T_MEAN:-1.0}" --save-every 100000 --image-encoder "$IMAGE_ENCODER" \
     --freeze-image-encoder --text-encoder "$C/minilm" --device "$DEVICE" "${RESUME[@]}" >> "$W/slat_flow.log" 2>&1 &
 P2=$!
 fi
