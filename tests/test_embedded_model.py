@@ -33,14 +33,16 @@ def test_folder_loads_strictly(pipe):
 
 def test_prompt_gives_a_mesh_and_gaussians_of_the_prompted_colour(pipe):
     from trellis_backend.data.metrics import mesh_dominant_color
+    from trellis_backend.pipeline.export import mesh_vertex_colors
 
     res = pipe.generate(prompt="a red mug with a handle", seed=0, ss_steps=8, slat_steps=8,
                         formats=("mesh", "gaussians"))
     mesh, gs = res["outputs"]["mesh"], res["outputs"]["gaussians"]
     assert mesh.faces.shape[0] > 100 and gs.get_xyz.shape[0] > 100
-    colour = mesh_dominant_color(mesh.vertices.float().numpy(), mesh.faces.numpy(),
-                                 mesh.vertex_attrs[:, :3].float().clamp(0, 1).numpy())
-    assert colour == "red"
+    v, f = mesh.vertices.float().numpy(), mesh.faces.numpy()
+    # what the GLB carries (the Gaussians' colours) and the mesh decoder's own colour channels
+    assert mesh_dominant_color(v, f, mesh_vertex_colors(mesh, gs)) == "red"
+    assert mesh_dominant_color(v, f, mesh.vertex_attrs[:, :3].float().clamp(0, 1).numpy()) == "red"
 
 
 @pytest.mark.skipif(not (IMAGE_FOLDER / "pipeline.json").is_file(), reason="no image folder shipped")

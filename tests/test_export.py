@@ -84,6 +84,25 @@ def test_glb_colour_fallbacks(tmp_path):
     assert np.allclose(col[0], [1, 0, 0], atol=1e-5)
 
 
+def test_glb_takes_gaussian_colours_over_mesh_channels(tmp_path):
+    """As the reference's to_glb: with Gaussians at hand the GLB is coloured from them, not from
+    the mesh decoder's channels (red there); without them the channels are used."""
+    trimesh = pytest.importorskip("trimesh")
+
+    class Blue:  # one blue Gaussian in every voxel the tetrahedron's vertices touch
+        get_xyz = torch.tensor([[x, y, z] for x in (0.0, 0.2, 0.3) for y in (0.0, 0.2, 0.3) for z in (0.0, 0.2, 0.4)])
+        _features_dc = torch.tensor([[[-1.0, -1.0, 1.0]]] * 27) / 0.28209479177387814 * 0.5
+        get_opacity = torch.ones(27, 1)
+
+    mesh = _tetra(colors=True)
+    assert np.allclose(export.mesh_vertex_colors(mesh, Blue())[:4], [0, 0, 1], atol=1e-5)
+    assert np.allclose(export.mesh_vertex_colors(mesh)[:, :3], [1, 0, 0.2])
+    for name, gs, want in (("gs.glb", Blue(), [0, 0, 255]), ("channels.glb", None, [255, 0, 51])):
+        export.write_glb(tmp_path / name, mesh, gaussians=gs)
+        loaded = list(trimesh.load(str(tmp_path / name)).geometry.values())[0]
+        assert np.abs(vertex_colors(loaded)[:, :3].astype(int) - want).max() <= 1, name
+
+
 def test_uv_rasteriser_covers_triangles():
     uvs = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
     faces = np.array([[0, 1, 2], [1, 3, 2]])

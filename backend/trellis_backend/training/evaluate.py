@@ -12,8 +12,9 @@ pipeline.json, batched) and is scored:
 * category: nearest category by Chamfer distance between the generated structure (the
   occupied 64³ voxels) and fresh generator samples of every category
   (`data.metrics.CategoryClassifier`, 8 references per category, computed on the device);
-* colour: dominant palette colour of the generated mesh (vertex colours, area weighted;
-  the Gaussians' colours if the mesh is empty) vs the requested main colour;
+* colour: dominant palette colour of the generated mesh as the GLB colours it (area-weighted
+  vertex colours from `export.mesh_vertex_colors`, i.e. the Gaussians'; the Gaussians' own
+  colours if the mesh is empty) vs the requested main colour;
 * images only, IoU with the input object's voxels at 64³: of the solids the two surface shells
   enclose (`data.metrics.solid_iou`, the volumetric IoU of single-view reconstruction work;
   the headline number), and of the shells themselves (`voxel_iou`; a one-voxel offset of a thin
@@ -42,6 +43,7 @@ import torch
 from ..data.metrics import CategoryClassifier, dominant_color, mesh_dominant_color, solid_iou, voxel_iou
 from ..data.palette import COLOR_NAMES
 from ..data.splits import CATEGORIES
+from ..pipeline.export import mesh_vertex_colors
 
 
 # ------------------------------------------------------------------ model loading
@@ -157,11 +159,20 @@ class DeviceClassifier:
         return min(dist, key=dist.get), dist
 
 
-def object_colour(item: dict) -> Optional[str]:
+def glb_colours(item: dict) -> Optional[np.ndarray]:
+    """The per-vertex colours the product's GLB gets for this generation (`export.mesh_vertex_colors`)."""
     mesh = item.get("mesh")
-    if mesh is not None and getattr(mesh, "vertex_attrs", None) is not None and len(mesh.faces) > 0:
-        return mesh_dominant_color(mesh.vertices.float().cpu().numpy(), mesh.faces.cpu().numpy(),
-                                   mesh.vertex_attrs[:, :3].float().clamp(0, 1).cpu().numpy())
+    if mesh is None or len(mesh.faces) == 0:
+        return None
+    return mesh_vertex_colors(mesh, item.get("gaussians"))
+
+
+def object_colour(item: dict) -> Optional[str]:
+    """Dominant palette colour of the generated mesh as exported (area-weighted GLB vertex colours)."""
+    col = glb_colours(item)
+    if col is not None:
+        mesh = item["mesh"]
+        return mesh_dominant_color(mesh.vertices.float().cpu().numpy(), mesh.faces.cpu().numpy(), col)
     g = item.get("gaussians")
     if g is not None:
         rgb = (0.28209479177387814 * g._features_dc.float().reshape(-1, 3) + 0.5).clamp(0, 1)
@@ -179,8 +190,9 @@ def mesh_cloud(item: dict, n: int = 40000):
         return None
     v = mesh.vertices.float().cpu().numpy()
     f = mesh.faces.cpu().numpy()
-    col = (mesh.vertex_attrs[:, :3].float().clamp(0, 1).cpu().numpy() if mesh.vertex_attrs is not None
-           else np.full((len(v), 3), 0.7, np.float32))
+    col = glb_colours(item)
+    if col is None:
+        col = np.full((len(v), 3), 0.7, np.float32)
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
     nrm = np.cross(b - a, c - a)
     area = np.linalg.norm(nrm, axis=1)
