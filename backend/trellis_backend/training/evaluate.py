@@ -141,6 +141,8 @@ def generate_batch(m: LoadedModel, cond: torch.Tensor, neg: torch.Tensor, seeds:
     for j, b in enumerate(keep):
         out[b]["mesh"] = meshes[j]
         out[b]["gaussians"] = gaussians[j]
+        # the per-vertex colours the product's GLB gets (scored and rendered from here)
+        out[b]["colours"] = mesh_vertex_colors(meshes[j], gaussians[j]) if len(meshes[j].faces) else None
     return out
 
 
@@ -159,17 +161,9 @@ class DeviceClassifier:
         return min(dist, key=dist.get), dist
 
 
-def glb_colours(item: dict) -> Optional[np.ndarray]:
-    """The per-vertex colours the product's GLB gets for this generation (`export.mesh_vertex_colors`)."""
-    mesh = item.get("mesh")
-    if mesh is None or len(mesh.faces) == 0:
-        return None
-    return mesh_vertex_colors(mesh, item.get("gaussians"))
-
-
 def object_colour(item: dict) -> Optional[str]:
     """Dominant palette colour of the generated mesh as exported (area-weighted GLB vertex colours)."""
-    col = glb_colours(item)
+    col = item.get("colours")
     if col is not None:
         mesh = item["mesh"]
         return mesh_dominant_color(mesh.vertices.float().cpu().numpy(), mesh.faces.cpu().numpy(), col)
@@ -190,7 +184,7 @@ def mesh_cloud(item: dict, n: int = 40000):
         return None
     v = mesh.vertices.float().cpu().numpy()
     f = mesh.faces.cpu().numpy()
-    col = glb_colours(item)
+    col = item.get("colours")
     if col is None:
         col = np.full((len(v), 3), 0.7, np.float32)
     a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
