@@ -23,27 +23,36 @@ from safetensors.torch import load_file
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def golden_dir() -> pathlib.Path:
-    """The golden root: ``$TRELLIS_GOLDEN_DIR``, else ``<repo>/../shared/golden``, else ``<repo>/tests/golden``."""
-    env = os.environ.get("TRELLIS_GOLDEN_DIR")
+# per model family: (environment variable, folder name beside the checkout, vendored fallback)
+FAMILIES = {
+    "trellis": ("TRELLIS_GOLDEN_DIR", "golden", "golden"),
+    "trellis2": ("TRELLIS2_GOLDEN_DIR", "golden2", "golden2"),
+}
+
+
+def golden_dir(family: str = "trellis") -> pathlib.Path:
+    """The golden root of a model family: its environment variable (``TRELLIS_GOLDEN_DIR`` /
+    ``TRELLIS2_GOLDEN_DIR``), else ``<repo>/../shared/golden[2]``, else the vendored ``tests/golden[2]``."""
+    env_name, shared_name, vendored = FAMILIES[family]
+    env = os.environ.get(env_name)
     if env:
         path = pathlib.Path(env).expanduser()
         return path if path.is_absolute() else (REPO_ROOT / path)
-    shared = REPO_ROOT.parent / "shared" / "golden"
-    return shared if shared.is_dir() else REPO_ROOT / "tests" / "golden"
+    shared = REPO_ROOT.parent / "shared" / shared_name
+    return shared if shared.is_dir() else REPO_ROOT / "tests" / vendored
 
 
-def case_dir(name: str) -> pathlib.Path:
-    return golden_dir() / name
+def case_dir(name: str, family: str = "trellis") -> pathlib.Path:
+    return golden_dir(family) / name
 
 
-def has_case(name: str) -> bool:
-    return (case_dir(name) / "case.json").is_file()
+def has_case(name: str, family: str = "trellis") -> bool:
+    return (case_dir(name, family) / "case.json").is_file()
 
 
-def case_names() -> List[str]:
-    """Sorted names of the case folders (those with a ``case.json``) under the golden root."""
-    root = golden_dir()
+def case_names(family: str = "trellis") -> List[str]:
+    """Sorted names of the case folders (those with a ``case.json``) under the family's golden root."""
+    root = golden_dir(family)
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "case.json").is_file())
@@ -57,16 +66,17 @@ def _read_tensors(path: pathlib.Path) -> Dict[str, torch.Tensor]:
     return load_file(str(path)) if path.is_file() else {}
 
 
-def load_case(name: str) -> Tuple[dict, dict, Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+def load_case(name: str, family: str = "trellis") -> Tuple[dict, dict, Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """(config, case, state_dict, inputs, outputs) of one golden case.
 
     Files a case does not have come back empty; a missing case folder raises
     ``FileNotFoundError`` naming the directory that was searched.
     """
-    folder = case_dir(name)
+    folder = case_dir(name, family)
     if not folder.is_dir():
+        env_name = FAMILIES[family][0]
         raise FileNotFoundError(
-            f"golden case {name!r} not found under {golden_dir()} (set TRELLIS_GOLDEN_DIR to another golden set)")
+            f"golden case {name!r} not found under {golden_dir(family)} (set {env_name} to another golden set)")
     return (
         _read_json(folder / "config.json"),
         _read_json(folder / "case.json"),
