@@ -7,6 +7,8 @@ from .slat_encoder import ElasticSLatEncoder, SLatEncoder
 from .slat_flow import ElasticSLatFlowModel, SLatFlowModel
 from .ss_flow import SparseStructureFlowModel
 from .ss_vae import SparseStructureDecoder, SparseStructureEncoder
+from .sc_vae import SparseUnetVaeDecoder, SparseUnetVaeEncoder
+from .fdg_vae import FlexiDualGridVaeDecoder, FlexiDualGridVaeEncoder
 
 __all__ = [
     "build_model", "load_model", "load_state_dict_strict", "model_classes", "read_config",
@@ -14,3 +16,4 @@ __all__ = [
     "ElasticSLatFlowModel", "SLatEncoder", "ElasticSLatEncoder", "SLatGaussianDecoder", "ElasticSLatGaussianDecoder",
     "SLatRadianceFieldDecoder", "ElasticSLatRadianceFieldDecoder", "SLatMeshDecoder", "ElasticSLatMeshDecoder",
 ]
+__all__ += ["SparseUnetVaeEncoder", "SparseUnetVaeDecoder", "FlexiDualGridVaeEncoder", "FlexiDualGridVaeDecoder"]

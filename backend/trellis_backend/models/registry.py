@@ -23,11 +23,14 @@ def model_classes() -> Dict[str, Type[nn.Module]]:
     from .slat_flow import ElasticSLatFlowModel, SLatFlowModel
     from .ss_flow import SparseStructureFlowModel
     from .ss_vae import SparseStructureDecoder, SparseStructureEncoder
+    from .sc_vae import SparseUnetVaeDecoder, SparseUnetVaeEncoder
+    from .fdg_vae import FlexiDualGridVaeDecoder, FlexiDualGridVaeEncoder
 
     classes = [SparseStructureEncoder, SparseStructureDecoder, SparseStructureFlowModel, SLatFlowModel,
                ElasticSLatFlowModel, SLatEncoder, ElasticSLatEncoder, SLatGaussianDecoder,
                ElasticSLatGaussianDecoder, SLatRadianceFieldDecoder, ElasticSLatRadianceFieldDecoder,
                SLatMeshDecoder, ElasticSLatMeshDecoder]
+    classes += [SparseUnetVaeEncoder, SparseUnetVaeDecoder, FlexiDualGridVaeEncoder, FlexiDualGridVaeDecoder]
     return {c.__name__: c for c in classes}
 
 
