@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from trellis_backend.modules.precision import convert_module_to_f16
 from trellis_backend.sparse import SparseChannel2Spatial, SparseConv3d, SparseSpatial2Channel, SparseTensor
+from trellis_backend.sparse.neighbors import build_neighbor_map, children_neighbor_map
 from trellis_backend.sparse.spatial import child_slot
 
 
@@ -71,6 +72,23 @@ def test_channel2spatial_explains_bad_input():
         SparseChannel2Spatial(2)(x, torch.ones(3, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match="divisible by 8"):
         SparseChannel2Spatial(2)(x.replace(torch.randn(2, 12)), torch.ones(2, 8, dtype=torch.bool))
+
+
+def test_children_neighbor_map_equals_hashing():
+    """Convs on channel-to-space children derive their neighbour map from the parents' map (no hashing)."""
+    x = random_sparse(channels=16, density=0.4)
+    mask = torch.rand(len(x.coords), 8, generator=torch.Generator().manual_seed(2)) > 0.4
+    plan = SparseChannel2Spatial(2).plan(x, mask)
+    rec = plan.record
+    derived = children_neighbor_map(build_neighbor_map(x.coords), rec["parent"], rec["child"], rec["child_rows"])
+    assert torch.equal(derived, build_neighbor_map(plan.coords))
+    conv = SparseConv3d(2, 3, 3, param_naming="flex_gemm")
+    parent_conv = SparseConv3d(16, 4, 3)
+    parent_conv(x)  # the parents' map is now in their spatial cache: the children's map reuses it
+    children = SparseChannel2Spatial(2).apply_plan(x, plan)
+    fresh = SparseTensor(children.feats.clone(), children.coords.clone())
+    torch.testing.assert_close(conv(children).feats, conv(fresh).feats, rtol=0, atol=0)
+    assert rec["nbr"] is x.get_spatial_cache("nbr_k3_d1")
 
 
 def test_spatial2channel_records_subdivision_in_training_only():

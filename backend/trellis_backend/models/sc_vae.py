@@ -188,6 +188,6 @@ class SparseUnetVaeDecoder(_ScVaeBase):
                 elif i < upsample_times - 1:
                     h, _ = block(h)
                 else:
-                    (coords, _, _, _), _ = block.child_plan(h)
-                    return coords
+                    plan, _ = block.child_plan(h)
+                    return plan.coords
         return h.coords

@@ -45,7 +45,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .neighbors import build_neighbor_map, padded_neighbor_index, subdivided_neighbor_map, subdivision_tables
+from .neighbors import (build_neighbor_map, children_neighbor_map, padded_neighbor_index, subdivided_neighbor_map,
+                        subdivision_tables)
 from .tensor import SparseTensor
 
 _BACKEND = os.environ.get("TRELLIS_CONV_BACKEND", "auto")
@@ -329,14 +330,17 @@ class SparseConv3d(nn.Module):
 
     def neighbor_map(self, x: SparseTensor) -> torch.Tensor:
         """`[N, K³]` neighbour rows (-1: none), cached per coordinate set; derived from the parents' map for
-        subdivided voxels."""
+        subdivided voxels (all children: `SparseSubdivide`; some: `SparseChannel2Spatial`)."""
         key = f"nbr_k{self.kernel_size}_d{self.dilation}"
         nbr = x.get_spatial_cache(key)
         if nbr is None:
-            record = x.get_spatial_cache("subdivided_from")
-            if (self.kernel_size == 3 and self.dilation == 1 and record is not None
-                    and 8 * record["coords"].shape[0] == x.coords.shape[0]):
-                nbr = subdivided_neighbor_map(self._parent_map(record))
+            full = x.get_spatial_cache("subdivided_from")
+            some = x.get_spatial_cache("children_of")
+            plain_3x3x3 = self.kernel_size == 3 and self.dilation == 1
+            if plain_3x3x3 and full is not None and 8 * full["coords"].shape[0] == x.coords.shape[0]:
+                nbr = subdivided_neighbor_map(self._parent_map(full))
+            elif plain_3x3x3 and some is not None and some["parent"].shape[0] == x.coords.shape[0]:
+                nbr = children_neighbor_map(self._parent_map(some), some["parent"], some["child"], some["child_rows"])
             else:
                 nbr = build_neighbor_map(x.coords, self.kernel_size, self.dilation)
             x.register_spatial_cache(key, nbr)
@@ -344,8 +348,12 @@ class SparseConv3d(nn.Module):
 
     @staticmethod
     def _parent_map(record: dict) -> torch.Tensor:
+        """The parents' 3×3×3 map: the one their own convs cached (`parent_cache`), else built once here."""
         if "nbr" not in record:
-            record["nbr"] = build_neighbor_map(record["coords"], 3, 1)
+            known = record.get("parent_cache", {}).get("nbr_k3_d1")
+            if known is None or known.shape[0] != record["coords"].shape[0]:
+                known = build_neighbor_map(record["coords"], 3, 1)
+            record["nbr"] = known
         return record["nbr"]
 
     def _padded_map(self, x: SparseTensor) -> torch.Tensor:

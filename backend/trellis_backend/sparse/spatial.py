@@ -2,7 +2,7 @@
 TRELLIS.2's space-to-channel / channel-to-space pair."""
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -145,8 +145,26 @@ class SparseSpatial2Channel(nn.Module):
         return out
 
 
-# (child coords, parent row of each child, child slot of each child, whether it came from a spatial cache)
-ChildPlan = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]
+class ChildPlan(NamedTuple):
+    """Where the children of a voxel set go: their `coords`, each child's `parent` row and `slot`;
+    `from_cache` when taken from a space-to-channel record; `record` lets convolutions on the children
+    derive their neighbour map from the parents' (`neighbors.children_neighbor_map`)."""
+
+    coords: torch.Tensor
+    parent: torch.Tensor
+    slot: torch.Tensor
+    from_cache: bool
+    record: Optional[dict] = None
+
+
+def _children_record(x: SparseTensor, parent: torch.Tensor, slot: torch.Tensor) -> dict:
+    """The `children_of` spatial record of 2× children: child index in `subdivision_tables` order and the
+    `[parents, 8]` table of child rows (-1: absent)."""
+    child = (slot & 1) * 4 + (slot >> 1 & 1) * 2 + (slot >> 2 & 1)
+    child_rows = torch.full((x.coords.shape[0], 8), -1, dtype=torch.long, device=x.device)
+    child_rows[parent, child] = torch.arange(parent.shape[0], device=x.device)
+    return {"coords": x.coords, "parent_cache": x.scale_cache(), "parent": parent, "child": child,
+            "child_rows": child_rows}
 
 
 class SparseChannel2Spatial(nn.Module):
@@ -169,8 +187,7 @@ class SparseChannel2Spatial(nn.Module):
         f, slots = self.factor, self.factor ** 3
         cached = x.get_spatial_cache(f"channel2spatial_{f}")
         if cached is not None:
-            child_coords, parent, slot = cached
-            return child_coords, parent, slot, True
+            return ChildPlan(*cached, from_cache=True)
         if subdivision is None:
             raise ValueError("SparseChannel2Spatial needs a subdivision mask [N, factor³] unless its input shares the "
                              "spatial cache of a SparseSpatial2Channel output")
@@ -183,19 +200,21 @@ class SparseChannel2Spatial(nn.Module):
         child_coords[:, 1:] *= f
         for axis in range(3):
             child_coords[:, 1 + axis] += (torch.div(slot, f ** axis, rounding_mode="floor") % f).to(child_coords.dtype)
-        return child_coords, parent, slot, False
+        return ChildPlan(child_coords, parent, slot, False, _children_record(x, parent, slot) if f == 2 else None)
 
     def apply_plan(self, x: SparseTensor, plan: ChildPlan) -> SparseTensor:
         """`x`'s features spread to the children of `plan` (from `self.plan` on `x` or a tensor on its voxels)."""
         f, slots = self.factor, self.factor ** 3
-        child_coords, parent, slot, from_cache = plan
         channels = x.feats.shape[1]
         if channels % slots:
             raise ValueError(f"channel-to-space by {f} needs channels divisible by {slots}, got {channels}")
-        feats = x.feats.reshape(x.feats.shape[0] * slots, channels // slots)[parent * slots + slot]
-        return SparseTensor(feats, child_coords, shape=(x.batch_size, channels // slots),
-                            scale=tuple(s / f for s in x._scale),
-                            spatial_cache=x._spatial_cache if from_cache else None)
+        feats = x.feats.reshape(x.feats.shape[0] * slots, channels // slots)[plan.parent * slots + plan.slot]
+        out = SparseTensor(feats, plan.coords, shape=(x.batch_size, channels // slots),
+                           scale=tuple(s / f for s in x._scale),
+                           spatial_cache=x._spatial_cache if plan.from_cache else None)
+        if plan.record is not None:
+            out.register_spatial_cache("children_of", plan.record)
+        return out
 
     def forward(self, x: SparseTensor, subdivision: Optional[Union[torch.Tensor, SparseTensor]] = None) -> SparseTensor:
         return self.apply_plan(x, self.plan(x, subdivision))
