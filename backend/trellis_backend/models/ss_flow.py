@@ -106,11 +106,17 @@ class SparseStructureFlowModel(nn.Module):
         self.convert_to(torch.float32)
 
     def _apply(self, fn, recurse=True):
-        # keep the complex rope phases complex when the model is cast to a real dtype (`model.half()`)
-        phases = self._buffers.get("rope_phases")
-        out = super()._apply(fn, recurse)
-        if phases is not None and not self.rope_phases.is_complex():
-            self.rope_phases = phases.to(self.rope_phases.device)
+        # the complex rope phases follow device moves only: a cast to a real dtype (`model.to(torch.float16)`)
+        # would drop their imaginary part
+        phases = self._buffers.pop("rope_phases", None)
+        try:
+            out = super()._apply(fn, recurse)
+        finally:
+            if phases is not None:
+                self._buffers["rope_phases"] = phases
+        if phases is not None:
+            device = fn(torch.empty(0, device=phases.device)).device
+            self._buffers["rope_phases"] = phases.to(device)
         return out
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
