@@ -1,5 +1,6 @@
 """The TRELLIS model classes under their official names, and checkpoint loading."""
-from .registry import build_model, load_model, load_state_dict_strict, model_classes, read_config
+from .registry import (FAMILIES, build_model, derived_buffers, load_model, load_state_dict_strict, model_classes,
+                       read_config, resolve_args)
 from .slat_decoder_gs import ElasticSLatGaussianDecoder, SLatGaussianDecoder
 from .slat_decoder_mesh import ElasticSLatMeshDecoder, SLatMeshDecoder
 from .slat_decoder_rf import ElasticSLatRadianceFieldDecoder, SLatRadianceFieldDecoder
@@ -11,7 +12,8 @@ from .sc_vae import SparseUnetVaeDecoder, SparseUnetVaeEncoder
 from .fdg_vae import FlexiDualGridVaeDecoder, FlexiDualGridVaeEncoder
 
 __all__ = [
-    "build_model", "load_model", "load_state_dict_strict", "model_classes", "read_config",
+    "FAMILIES", "build_model", "derived_buffers", "load_model", "load_state_dict_strict", "model_classes",
+    "read_config", "resolve_args",
     "SparseStructureEncoder", "SparseStructureDecoder", "SparseStructureFlowModel", "SLatFlowModel",
     "ElasticSLatFlowModel", "SLatEncoder", "ElasticSLatEncoder", "SLatGaussianDecoder", "ElasticSLatGaussianDecoder",
     "SLatRadianceFieldDecoder", "ElasticSLatRadianceFieldDecoder", "SLatMeshDecoder", "ElasticSLatMeshDecoder",
