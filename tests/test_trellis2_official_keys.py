@@ -15,17 +15,10 @@ from golden_cases import golden_dir
 from trellis_backend.models import build_model
 
 KEY_FILES = sorted((golden_dir("trellis2") / "official_keys").glob("*.json"))
-SC_VAE_PREFIXES = ("shape_vae_", "tex_vae_")
 
 
-def _param(path):
-    marks = []
-    if path.stem.startswith(SC_VAE_PREFIXES):
-        marks.append(pytest.mark.xfail(reason="SC-VAE classes land on branch t2vae", strict=False))
-    return pytest.param(path, id=path.stem, marks=marks)
 
-
-@pytest.mark.parametrize("path", [_param(p) for p in KEY_FILES])
+@pytest.mark.parametrize("path", KEY_FILES, ids=[p.stem for p in KEY_FILES])
 def test_trellis2_official_configuration_keys(path):
     spec = json.loads(path.read_text())
     args = {**spec["args"], **spec.get("built_with_extra_args", {})}

@@ -48,7 +48,7 @@ def sparse(tensors: dict, name: str) -> SparseTensor:
 
 def load(name: str):
     config, case, state_dict, inputs, outputs = load_case(name, family="trellis2")
-    model = build_model(config["name"], config["args"])
+    model = build_model(config["name"], config["args"], family="trellis2")
     load_state_dict_strict(model, state_dict, source=name)
     return model.eval(), case, inputs, outputs
 
@@ -117,9 +117,14 @@ def run_tex_vae_decoder(name: str = "tex_vae_decoder") -> float:
     return assert_sparse("y", y, outputs)
 
 
+def _as_runner(run):
+    """Adapt `run(case_name) -> max error` to the parity test's contract `fn(case) -> {output: error}`."""
+    return lambda case: {"max over outputs": run(case.name)}
+
+
 RUNNERS = {
-    "shape_vae_encoder": run_shape_vae_encoder,
-    "tex_vae_encoder": run_tex_vae_encoder,
-    "shape_vae_decoder": run_shape_vae_decoder,
-    "tex_vae_decoder": run_tex_vae_decoder,
+    "shape_vae_encoder": _as_runner(run_shape_vae_encoder),
+    "tex_vae_encoder": _as_runner(run_tex_vae_encoder),
+    "shape_vae_decoder": _as_runner(run_shape_vae_decoder),
+    "tex_vae_decoder": _as_runner(run_tex_vae_decoder),
 }

@@ -48,25 +48,25 @@ def _trellis_classes() -> Dict[str, Type[nn.Module]]:
     from .slat_flow import ElasticSLatFlowModel, SLatFlowModel
     from .ss_flow import SparseStructureFlowModel
     from .ss_vae import SparseStructureDecoder, SparseStructureEncoder
-    from .sc_vae import SparseUnetVaeDecoder, SparseUnetVaeEncoder
-    from .fdg_vae import FlexiDualGridVaeDecoder, FlexiDualGridVaeEncoder
 
     classes = [SparseStructureEncoder, SparseStructureDecoder, SparseStructureFlowModel, SLatFlowModel,
                ElasticSLatFlowModel, SLatEncoder, ElasticSLatEncoder, SLatGaussianDecoder,
                ElasticSLatGaussianDecoder, SLatRadianceFieldDecoder, ElasticSLatRadianceFieldDecoder,
                SLatMeshDecoder, ElasticSLatMeshDecoder]
-    classes += [SparseUnetVaeEncoder, SparseUnetVaeDecoder, FlexiDualGridVaeEncoder, FlexiDualGridVaeDecoder]
     return {c.__name__: c for c in classes}
 
 
 def _trellis2_classes() -> Dict[str, Type[nn.Module]]:
-    """TRELLIS.2's classes under its names (SC-VAE classes join here as they land)."""
+    """TRELLIS.2's classes under its names: the shared flow / sparse-structure classes and the SC-VAEs."""
+    from .fdg_vae import FlexiDualGridVaeDecoder, FlexiDualGridVaeEncoder
+    from .sc_vae import SparseUnetVaeDecoder, SparseUnetVaeEncoder
     from .slat_flow import ElasticSLatFlowModel, SLatFlowModel
     from .ss_flow import SparseStructureFlowModel
     from .ss_vae import SparseStructureDecoder, SparseStructureEncoder
 
     classes = [SparseStructureFlowModel, SLatFlowModel, ElasticSLatFlowModel, SparseStructureEncoder,
-               SparseStructureDecoder]
+               SparseStructureDecoder, SparseUnetVaeEncoder, SparseUnetVaeDecoder, FlexiDualGridVaeEncoder,
+               FlexiDualGridVaeDecoder]
     return {c.__name__: c for c in classes}
 
 
