@@ -48,6 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--models-root", default=None, metavar="DIR", help="folder of <org>/<repo> model folders")
     p.add_argument("--allow-network", action="store_true", help="allow Hugging Face downloads")
+    p.add_argument("--warmup", action="store_true",
+                   help="each worker makes one throwaway asset first (compiles CUDA kernels; for steady timings)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -68,7 +70,7 @@ def run(args) -> int:
                         workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                         cpus_per_worker=args.cpus_per_worker, retries=args.retries, device=args.device,
                         dtype=args.dtype, models_root=args.models_root, allow_network=args.allow_network,
-                        show_progress=not args.quiet)
+                        warmup=args.warmup, show_progress=not args.quiet)
     if args.json:
         print(json.dumps({"out": str(summary.out_dir), "manifest": str(summary.manifest),
                           "executor": summary.executor, "jobs": summary.jobs, "skipped_done": summary.skipped_done,

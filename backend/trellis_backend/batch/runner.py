@@ -90,7 +90,7 @@ def run_batch(jobs: Union[str, Path, Iterable[Union[Job, dict]]], model: Union[s
               ray_address: Optional[str] = None, workers: Optional[int] = None,
               gpus_per_worker: Optional[float] = None, cpus_per_worker: Optional[int] = None, retries: int = 2,
               device: str = "auto", dtype: Optional[str] = None, models_root: Optional[str] = None,
-              allow_network: bool = False, show_progress: bool = True,
+              allow_network: bool = False, warmup: bool = False, show_progress: bool = True,
               on_result: Optional[Callable[[dict], None]] = None,
               log: Optional[Callable[[str], None]] = None) -> BatchSummary:
     """Generate every job into `out` and record each in ``out/manifest.jsonl``; re-running resumes.
@@ -106,6 +106,7 @@ def run_batch(jobs: Union[str, Path, Iterable[Union[Job, dict]]], model: Union[s
         workers, gpus_per_worker, cpus_per_worker: actor layout (default: one actor per GPU; on CPU,
             one per 4 cores).
         retries: how often a failed job is tried again (by a re-run; a dead worker's job at once).
+        warmup: each worker makes one throwaway asset before its first job (CUDA kernels compile).
         on_result: called with each job's final manifest record as it ends.
     Returns a `BatchSummary`; Ctrl-C stops the run cleanly and returns it with ``interrupted=True``.
     """
@@ -121,7 +122,7 @@ def run_batch(jobs: Union[str, Path, Iterable[Union[Job, dict]]], model: Union[s
     out_dir = Path(out).expanduser().resolve()
     settings = dict(model=str(folder), out_dir=str(out_dir), device=device, dtype=dtype,
                     models_root=str(models_root) if models_root else None, allow_network=allow_network,
-                    threads=cpus_per_worker)
+                    threads=cpus_per_worker, warmup=warmup)
     if kind == "ray":
         from .ray_executor import RayExecutor
 

@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""Batch throughput on Ray: assets per hour with 1, 2, ... workers, in one run, and the scaling ratio.
+
+Every setting runs the same prompts (or images) through `trellis_backend.batch.run_batch` into a
+fresh folder, on one Ray session started here. Reported per setting: wall time (actors starting,
+model loading and warm-up included), the steady rate (assets per hour from the first worker ready
+to the end; with --warmup the first asset's kernel compilation is outside it), seconds per asset
+on a worker, and with GPUs the mean utilisation of each GPU over the steady part (nvidia-smi).
+
+    # CPU: 1 and 2 actors of one thread each on the embedded model
+    .venv/bin/python scripts/batch_bench.py --workers 1,2 --jobs 8
+    # GPUs: one actor per GPU, 1 then 2 GPUs (image model: --images DIR)
+    .venv/bin/python scripts/batch_bench.py --gpus-per-worker 1 --workers 1,2 --jobs 40 --warmup \\
+        --model /models/TRELLIS-image-large --images shots/ --json docs/eval/batch_h200x2.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = [
+    "a red wooden chair with four thin legs", "a white table with a round top", "a small wooden barrel",
+    "a blue armchair with wide armrests", "a tall bookshelf with three shelves", "a simple floor lamp",
+    "a green sofa with two cushions", "a square stool", "a wooden bench with a backrest",
+    "a round side table", "a desk with two drawers", "an office chair on wheels",
+]
+
+
+class GpuSampler:
+    """Samples utilisation and memory of every GPU with nvidia-smi twice a second (in a thread)."""
+
+    def __init__(self, period: float = 0.5):
+        self.period = period
+        self.samples = []  # (time, [(util %, memory MiB) per GPU])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        cmd = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout
+                gpus = [tuple(float(v) for v in line.split(",")) for line in out.strip().splitlines()]
+                self.samples.append((time.perf_counter(), gpus))
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                return
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        if shutil.which("nvidia-smi"):
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def mean(self, t0: float, t1: float):
+        """Mean utilisation (%) and peak memory (MiB) per GPU over [t0, t1]."""
+        window = [g for t, g in self.samples if t0 <= t <= t1]
+        if not window:
+            return None
+        n = len(window[0])
+        return [{"util_pct": round(sum(s[i][0] for s in window) / len(window), 1),
+                 "mem_peak_mib": max(s[i][1] for s in window)} for i in range(n)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(REPO / "models" / "trellis-embedded"))
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--prompts", default=None, help="prompts file (default: 12 built-in furniture prompts)")
+    src.add_argument("--images", default=None, help="image folder (image-conditioned models)")
+    ap.add_argument("--jobs", type=int, default=8, help="assets per setting (the list is repeated with new seeds)")
+    ap.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 1,2 (default)")
+    ap.add_argument("--gpus-per-worker", type=float, default=0.0, help="0 = CPU actors (default); 1 = one per GPU")
+    ap.add_argument("--cpus-per-worker", type=int, default=None,
+                    help="threads per actor (default 1 on CPU so that the settings compare like for like)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: pipeline.json)")
+    ap.add_argument("--formats", default="glb,ply,slat")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default=None)
+    ap.add_argument("--models-root", default=None)
+    ap.add_argument("--warmup", action="store_true", help="one throwaway asset per worker before timing")
+    ap.add_argument("--ray-address", default=None, help="a running Ray cluster (default: a local Ray)")
+    ap.add_argument("--out", default=None, help="where the assets go (default: a temp folder, removed)")
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+
+    import ray
+    import torch
+
+    from trellis_backend.batch import load_jobs, run_batch
+
+    counts = [int(c) for c in args.workers.split(",")]
+    cpw = args.cpus_per_worker or (1 if args.gpus_per_worker == 0 else None)
+    if args.images:
+        base = load_jobs(args.images)
+    else:
+        texts = Path(args.prompts).read_text().splitlines() if args.prompts else PROMPTS
+        base = [{"prompt": t.strip()} for t in texts if t.strip() and not t.startswith("#")]
+    specs = []
+    for i in range(args.jobs):  # repeat the list with new seeds until there are --jobs of them
+        b = base[i % len(base)]
+        spec = b.to_dict() if hasattr(b, "to_dict") else dict(b)
+        spec.pop("id", None)
+        spec["seed"] = i // len(base)
+        specs.append(spec)
+    options = {"formats": args.formats, **({"steps": args.steps} if args.steps else {})}
+
+    if args.ray_address:
+        ray.init(address=args.ray_address, logging_level="warning")
+    else:
+        ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="batch_bench_"))
+    rows = []
+    try:
+        for n in counts:
+            out = root / f"workers{n}"
+            shutil.rmtree(out, ignore_errors=True)
+            with GpuSampler() as gpus:
+                t0 = time.perf_counter()
+                s = run_batch(specs, args.model, out, options=options, executor="ray", workers=n,
+                              gpus_per_worker=args.gpus_per_worker, cpus_per_worker=cpw, device=args.device,
+                              dtype=args.dtype, models_root=args.models_root, warmup=args.warmup,
+                              show_progress=False)
+                t1 = time.perf_counter()
+            secs = [r["seconds"] for r in s.done]
+            row = {"workers": n, "jobs": len(specs), "done": len(s.done), "failed": len(s.failed),
+                   "wall_s": round(t1 - t0, 2), "startup_s": round(s.seconds_total - s.seconds_working, 2),
+                   "steady_s": round(s.seconds_working, 2), "assets_per_hour": round(s.assets_per_hour, 1),
+                   "s_per_asset": round(sum(secs) / len(secs), 3) if secs else None,
+                   "devices": sorted({w.get("gpu") or w.get("device") for w in s.workers}),
+                   "threads_per_worker": sorted({w.get("threads") for w in s.workers})}
+            gpu = gpus.mean(t1 - s.seconds_working, t1)
+            if gpu:
+                row["gpus"] = gpu
+            rows.append(row)
+            print(f"[bench] {n} worker(s): {row['done']}/{row['jobs']} done, {row['assets_per_hour']} assets/h",
+                  file=sys.stderr)
+    finally:
+        ray.shutdown()
+        if not args.out:
+            shutil.rmtree(root, ignore_errors=True)
+
+    base_rate = rows[0]["assets_per_hour"] or float("nan")
+    for row in rows:
+        row["ratio"] = round(row["assets_per_hour"] / base_rate, 2) if base_rate == base_rate else None
+    header = ["workers", "jobs", "done", "wall s", "start-up s", "steady s", "s/asset", "assets/h", "ratio"]
+    print("| " + " | ".join(header) + " |" + (" GPU util % |" if any("gpus" in r for r in rows) else ""))
+    print("|" + " ---: |" * len(header) + (" --- |" if any("gpus" in r for r in rows) else ""))
+    for r in rows:
+        cells = [r["workers"], r["jobs"], r["done"], r["wall_s"], r["startup_s"], r["steady_s"], r["s_per_asset"],
+                 r["assets_per_hour"], r["ratio"]]
+        util = " / ".join(f"{g['util_pct']:.0f}" for g in r.get("gpus", []))
+        print("| " + " | ".join(str(c) for c in cells) + " |" + (f" {util} |" if "gpus" in r else ""))
+    meta = {"model": str(args.model), "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": cpw,
+            "steps": args.steps, "formats": args.formats, "warmup": args.warmup, "torch": torch.__version__,
+            "ray": ray.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+            "host": platform.node(), "command": " ".join(sys.argv)}
+    print(f"model {Path(args.model).name}; torch {torch.__version__}, ray {ray.__version__}, {os.cpu_count()} CPUs")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    return 0 if all(r["failed"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
