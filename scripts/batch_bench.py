@@ -9,9 +9,10 @@ on a worker, and with GPUs the mean utilisation of each GPU over the steady part
 
     # CPU: 1 and 2 actors of one thread each on the embedded model
     .venv/bin/python scripts/batch_bench.py --workers 1,2 --jobs 8
-    # GPUs: one actor per GPU, 1 then 2 GPUs (image model: --images DIR)
-    .venv/bin/python scripts/batch_bench.py --gpus-per-worker 1 --workers 1,2 --jobs 40 --warmup \\
-        --model /models/TRELLIS-image-large --images shots/ --json docs/eval/batch_h200x2.json
+    # GPUs: one actor per GPU, 1 then 2 GPUs, then a fault run (one actor killed mid-run, then a re-run);
+    # an image model without --images gets synthetic RGBA images
+    .venv/bin/python scripts/batch_bench.py --gpus-per-worker 1 --workers 1,2 --jobs 40 --warmup --fault-run \\
+        --model /tmp/image-large-random --json docs/eval/batch_h200x2.json
 """
 from __future__ import annotations
 
@@ -34,6 +35,67 @@ PROMPTS = [
     "a green sofa with two cushions", "a square stool", "a wooden bench with a backrest",
     "a round side table", "a desk with two drawers", "an office chair on wheels",
 ]
+
+
+def synthetic_images(folder: Path, n: int) -> Path:
+    """`n` RGBA images of coloured boxes and discs on a transparent background (for image models)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = Image.new("RGBA", (518, 518), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(1, 4))):
+            x0, y0 = (int(v) for v in rng.integers(60, 260, size=2))
+            x1, y1 = x0 + int(rng.integers(120, 240)), y0 + int(rng.integers(120, 240))
+            colour = tuple(int(c) for c in rng.integers(30, 250, size=3)) + (255,)
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+        img.save(folder / f"synthetic{i:03d}.png")
+    return folder
+
+
+def is_image_model(model: str) -> bool:
+    args = json.loads((Path(model) / "pipeline.json").read_text()).get("args", {})
+    return bool(args.get("image_cond_model"))
+
+
+class KillOneWorker:
+    """on_result callback of the fault run: after the first finished job, ray.kill another busy actor."""
+
+    def __init__(self, ray):
+        self.ray = ray
+        self.killed = None
+
+    def __call__(self, record: dict) -> None:
+        from trellis_backend.batch.ray_executor import NAMESPACE
+
+        if self.killed is None and record["status"] == "done":
+            others = [a["name"] for a in self.ray.util.list_named_actors(all_namespaces=True)
+                      if a["namespace"] == NAMESPACE and a["name"] != record["worker"]]
+            if others:
+                self.ray.kill(self.ray.get_actor(others[0], namespace=NAMESPACE))
+                self.killed = others[0]
+
+
+def fault_run(ray, run, out: Path, n_workers: int) -> dict:
+    """One actor killed mid-run, then the same batch again: every job ends done or failed, nothing is
+    generated twice, and the re-run regenerates nothing."""
+    shutil.rmtree(out, ignore_errors=True)
+    killer = KillOneWorker(ray)
+    first = run(out, n_workers, killer)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.suffix != ".jsonl"}
+    second = run(out, n_workers, None)
+    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.suffix != ".jsonl"}
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    return {"workers": n_workers, "killed": killer.killed, "worker_deaths": first.worker_deaths,
+            "jobs": first.jobs, "done": len(first.done), "failed": len(first.failed),
+            "manifest_lines": len(lines), "manifest_ids_unique": len({r["id"] for r in lines}) == len(lines),
+            "manifest_statuses": sorted({r["status"] for r in lines}),
+            "retried_jobs": sum(1 for r in lines if r["attempts"] > 1),
+            "rerun_skipped_done": second.skipped_done, "rerun_generated": len(second.done),
+            "files_changed_by_rerun": sorted(k for k in mtimes if after.get(k) != mtimes[k])}
 
 
 class GpuSampler:
@@ -95,6 +157,9 @@ def main() -> int:
     ap.add_argument("--warmup", action="store_true", help="one throwaway asset per worker before timing")
     ap.add_argument("--ray-address", default=None, help="a running Ray cluster (default: a local Ray)")
     ap.add_argument("--out", default=None, help="where the assets go (default: a temp folder, removed)")
+    ap.add_argument("--fault-run", action="store_true",
+                    help="then run the list once more with the most workers, killing one actor mid-run, and "
+                         "re-run it: every job done or failed, nothing regenerated")
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
 
@@ -105,6 +170,9 @@ def main() -> int:
 
     counts = [int(c) for c in args.workers.split(",")]
     cpw = args.cpus_per_worker or (1 if args.gpus_per_worker == 0 else None)
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="batch_bench_"))
+    if not args.images and not args.prompts and is_image_model(args.model):
+        args.images = str(synthetic_images(root / "inputs", min(args.jobs, 24)))
     if args.images:
         base = load_jobs(args.images)
     else:
@@ -123,18 +191,20 @@ def main() -> int:
         ray.init(address=args.ray_address, logging_level="warning")
     else:
         ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
-    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="batch_bench_"))
-    rows = []
+    def run(out: Path, n: int, on_result=None):
+        return run_batch(specs, args.model, out, options=options, executor="ray", workers=n,
+                         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=cpw, device=args.device,
+                         dtype=args.dtype, models_root=args.models_root, warmup=args.warmup,
+                         show_progress=False, on_result=on_result)
+
+    rows, fault = [], None
     try:
         for n in counts:
             out = root / f"workers{n}"
             shutil.rmtree(out, ignore_errors=True)
             with GpuSampler() as gpus:
                 t0 = time.perf_counter()
-                s = run_batch(specs, args.model, out, options=options, executor="ray", workers=n,
-                              gpus_per_worker=args.gpus_per_worker, cpus_per_worker=cpw, device=args.device,
-                              dtype=args.dtype, models_root=args.models_root, warmup=args.warmup,
-                              show_progress=False)
+                s = run(out, n)
                 t1 = time.perf_counter()
             secs = [r["seconds"] for r in s.done]
             row = {"workers": n, "jobs": len(specs), "done": len(s.done), "failed": len(s.failed),
@@ -149,6 +219,8 @@ def main() -> int:
             rows.append(row)
             print(f"[bench] {n} worker(s): {row['done']}/{row['jobs']} done, {row['assets_per_hour']} assets/h",
                   file=sys.stderr)
+        if args.fault_run:
+            fault = fault_run(ray, run, root / "fault", max(counts))
     finally:
         ray.shutdown()
         if not args.out:
@@ -170,10 +242,16 @@ def main() -> int:
             "ray": ray.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
             "host": platform.node(), "command": " ".join(sys.argv)}
     print(f"model {Path(args.model).name}; torch {torch.__version__}, ray {ray.__version__}, {os.cpu_count()} CPUs")
+    ok = all(r["failed"] == 0 for r in rows)
+    if fault is not None:
+        print("fault run: " + json.dumps(fault))
+        ok = ok and (fault["worker_deaths"] >= 1 and fault["done"] + fault["failed"] == fault["jobs"]
+                     and fault["manifest_ids_unique"] and fault["rerun_generated"] == 0
+                     and not fault["files_changed_by_rerun"])
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    return 0 if all(r["failed"] == 0 for r in rows) else 1
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "fault_run": fault}, indent=2) + "\n")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

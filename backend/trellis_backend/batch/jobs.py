@@ -199,6 +199,10 @@ def _existing_file(path: Union[str, Path], what: str) -> Path:
 def load_jobs(source: Union[str, Path, Iterable[Union[Job, dict]]], defaults: Optional[dict] = None) -> List[Job]:
     """Jobs from a path (``.jsonl`` file -> jobs file, folder -> images, other file -> prompts) or
     from an iterable of `Job`s / jobs-file dicts. Ids must be unique."""
+    unknown = sorted(set(defaults or {}) - set(OPTION_TYPES) - {"seed"})
+    if unknown:
+        raise BadInputError(f"unknown option(s) {', '.join(unknown)}",
+                            hint=f"Options are: {', '.join(sorted(OPTION_TYPES))} (and seed).")
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if path.is_dir():

@@ -63,7 +63,8 @@ def load_error(fields: dict) -> TrellisError:
 
 @dataclass
 class Slot:
-    """One place for an actor; a dead actor is replaced in its slot (generation + 1)."""
+    """One place for an actor; a dead actor is replaced in its slot (generation + 1), unless the slot's
+    actors keep dying while they start (more than `retries` times)."""
 
     index: int
     actor: object = None
@@ -71,7 +72,6 @@ class Slot:
     generation: int = 0
     job: Optional[Job] = None
     start_failures: int = 0
-    alive: bool = True  # False once it failed to start too often
 
 
 def plan_workers(resources: Dict[str, float], device: str, workers: Optional[int],
@@ -83,8 +83,8 @@ def plan_workers(resources: Dict[str, float], device: str, workers: Optional[int
         gpw = 1.0 if gpus >= 1 and device != "cpu" else 0.0
     if gpw < 0:
         raise BadInputError(f"--gpus-per-worker must be >= 0, got {gpw}")
-    if gpw > 0 and device == "cpu":
-        raise BadInputError("--device cpu with --gpus-per-worker > 0",
+    if gpw > 0 and device != "auto" and not device.startswith("cuda"):
+        raise BadInputError(f"--device {device} with --gpus-per-worker {gpw:g}",
                             hint="Leave out --gpus-per-worker (or set it to 0) for CPU workers.")
     if gpw > 0:
         if gpus < gpw:
@@ -148,8 +148,10 @@ class RayExecutor:
         slot.generation += 1
         slot.name = f"trellis-batch-{self.run_token}-w{slot.index}.{slot.generation}"
         settings = {**self.worker_settings, "threads": self.cpus_per_worker, "name": slot.name}
-        if self.gpus_per_worker > 0 and settings.get("device", "auto") in ("auto", "cuda"):
+        if self.gpus_per_worker > 0:
             settings["device"] = "cuda"  # Ray shows each actor only its own GPU(s), as cuda:0...
+        elif settings.get("device", "auto") == "auto":
+            settings["device"] = "cpu"  # a CPU actor on a GPU node leaves the GPUs to the GPU actors
         slot.actor = self._actor_cls.options(name=slot.name, namespace=NAMESPACE, num_cpus=self.cpus_per_worker,
                                        num_gpus=self.gpus_per_worker, max_restarts=0, max_task_retries=0,
                                        max_concurrency=1).remote(**settings)
@@ -167,7 +169,10 @@ class RayExecutor:
 
     # ------------------------------------------------------------------ driver loop
     def _run(self, ray, ledger: JobLedger, progress: BatchProgress) -> None:
-        from ray.exceptions import RayActorError, RayError
+        from ray.exceptions import (NodeDiedError, OutOfMemoryError as RayOutOfMemoryError, RayActorError, RayError,
+                                    WorkerCrashedError)
+
+        worker_gone = (RayActorError, WorkerCrashedError, RayOutOfMemoryError, NodeDiedError)
 
         self.n_workers, self.gpus_per_worker, self.cpus_per_worker = plan_workers(
             ray.cluster_resources(), self.worker_settings.get("device", "auto"), self.n_workers,
@@ -199,7 +204,7 @@ class RayExecutor:
                     slot, kind = pending.pop(ref)
                     try:
                         value = ray.get(ref)
-                    except RayActorError as e:
+                    except worker_gone as e:  # killed, out of memory, crashed, its machine gone
                         self._on_death(ray, slot, kind, e, ledger, progress, pending)
                         continue
                     except RayError as e:  # the call failed inside Ray (not in our code): the job failed
@@ -235,6 +240,5 @@ class RayExecutor:
             progress.note(f"worker {slot.name} died while starting: {message}")
         self._kill(ray, slot)
         if slot.start_failures > ledger.retries:
-            slot.alive = False
-            return
+            return  # this slot stays empty; the others carry on
         pending[self._start(ray, slot)] = (slot, "ready")
