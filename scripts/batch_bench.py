@@ -85,9 +85,13 @@ def fault_run(ray, run, out: Path, n_workers: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     killer = KillOneWorker(ray)
     first = run(out, n_workers, killer)
-    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.suffix != ".jsonl"}
+    def assets():
+        return {p.name: p.stat().st_mtime_ns for p in out.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.name != "manifest.jsonl"}
+
+    mtimes = assets()
     second = run(out, n_workers, None)
-    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file() and p.suffix != ".jsonl"}
+    after = assets()
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     return {"workers": n_workers, "killed": killer.killed, "worker_deaths": first.worker_deaths,
             "jobs": first.jobs, "done": len(first.done), "failed": len(first.failed),

@@ -58,7 +58,7 @@ def exclusive(out_dir: Path):
     except ImportError:  # Windows: no advisory locks through fcntl
         yield
         return
-    with open(out_dir / LOCK_NAME, "w") as f:
+    with open(out_dir / LOCK_NAME, "a") as f:  # "a": taking the lock leaves the file untouched
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
