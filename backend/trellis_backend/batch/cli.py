@@ -63,10 +63,17 @@ def _options(args) -> dict:
 
 
 def run(args) -> int:
+    from .jobs import read_image_folder, read_jobs_file, read_prompts
     from .runner import run_batch
 
-    summary = run_batch(args.jobs or args.images or args.prompts, args.model, args.out, seed=args.seed,
-                        options=_options(args), executor=args.executor, ray_address=args.ray_address,
+    defaults = {"seed": args.seed, **_options(args)}
+    if args.jobs:
+        jobs = read_jobs_file(args.jobs, defaults)
+    elif args.images:
+        jobs = read_image_folder(args.images, defaults)
+    else:
+        jobs = read_prompts(args.prompts, defaults)
+    summary = run_batch(jobs, args.model, args.out, executor=args.executor, ray_address=args.ray_address,
                         workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                         cpus_per_worker=args.cpus_per_worker, retries=args.retries, device=args.device,
                         dtype=args.dtype, models_root=args.models_root, allow_network=args.allow_network,

@@ -205,6 +205,9 @@ def load_jobs(source: Union[str, Path, Iterable[Union[Job, dict]]], defaults: Op
                             hint=f"Options are: {', '.join(sorted(OPTION_TYPES))} (and seed).")
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
+        if not path.exists():
+            raise BadInputError(f"job list not found: {path}",
+                                hint="Give a prompts file, an image folder or a .jsonl jobs file.")
         if path.is_dir():
             jobs = read_image_folder(path, defaults)
         elif path.suffix.lower() == ".jsonl":
