@@ -5,7 +5,9 @@ Every setting runs the same prompts (or images) through `trellis_backend.batch.r
 fresh folder, on one Ray session started here. Reported per setting: wall time (actors starting,
 model loading and warm-up included), the steady rate (assets per hour from the first worker ready
 to the end; with --warmup the first asset's kernel compilation is outside it), seconds per asset
-on a worker, and with GPUs the mean utilisation of each GPU over the steady part (nvidia-smi).
+on a worker, how busy the actors were (job seconds / (actors x steady seconds): near 100 % means
+the driver kept every actor fed), and with GPUs the mean utilisation of each GPU over the steady
+part (nvidia-smi).
 
     # CPU: 1 and 2 actors of one thread each on the embedded model
     .venv/bin/python scripts/batch_bench.py --workers 1,2 --jobs 8
@@ -215,6 +217,9 @@ def main() -> int:
                    "wall_s": round(t1 - t0, 2), "startup_s": round(s.seconds_total - s.seconds_working, 2),
                    "steady_s": round(s.seconds_working, 2), "assets_per_hour": round(s.assets_per_hour, 1),
                    "s_per_asset": round(sum(secs) / len(secs), 3) if secs else None,
+                   # how busy the actors were while the batch ran: job seconds / (actors x steady seconds)
+                   "busy_pct": round(100 * sum(secs) / (len(s.workers) * s.seconds_working), 1)
+                   if s.workers and s.seconds_working > 0 else None,
                    "devices": sorted({w.get("gpu") or w.get("device") for w in s.workers}),
                    "threads_per_worker": sorted({w.get("threads") for w in s.workers})}
             gpu = gpus.mean(t1 - s.seconds_working, t1)
@@ -233,12 +238,12 @@ def main() -> int:
     base_rate = rows[0]["assets_per_hour"] or float("nan")
     for row in rows:
         row["ratio"] = round(row["assets_per_hour"] / base_rate, 2) if base_rate == base_rate else None
-    header = ["workers", "jobs", "done", "wall s", "start-up s", "steady s", "s/asset", "assets/h", "ratio"]
+    header = ["workers", "jobs", "done", "wall s", "start-up s", "steady s", "s/asset", "busy %", "assets/h", "ratio"]
     print("| " + " | ".join(header) + " |" + (" GPU util % |" if any("gpus" in r for r in rows) else ""))
     print("|" + " ---: |" * len(header) + (" --- |" if any("gpus" in r for r in rows) else ""))
     for r in rows:
         cells = [r["workers"], r["jobs"], r["done"], r["wall_s"], r["startup_s"], r["steady_s"], r["s_per_asset"],
-                 r["assets_per_hour"], r["ratio"]]
+                 r["busy_pct"], r["assets_per_hour"], r["ratio"]]
         util = " / ".join(f"{g['util_pct']:.0f}" for g in r.get("gpus", []))
         print("| " + " | ".join(str(c) for c in cells) + " |" + (f" {util} |" if "gpus" in r else ""))
     meta = {"model": str(args.model), "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": cpw,
