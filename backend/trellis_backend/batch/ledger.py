@@ -21,6 +21,8 @@ Listener = Callable[[dict], None]
 
 
 class JobLedger:
+    """The jobs of one run: the queue still to do, each start and end written to the manifest, the tallies."""
+
     def __init__(self, jobs: Sequence[Job], manifest: Manifest, model_key: str, retries: int,
                  listeners: Sequence[Listener] = ()):
         self.manifest = manifest
@@ -35,7 +37,6 @@ class JobLedger:
         self.failed: List[dict] = []
         self.interrupted: List[str] = []
         self.worker_deaths = 0
-        self.t_start = time.perf_counter()
         self.t_ready: Optional[float] = None
         self._plan()
 

@@ -17,7 +17,6 @@ on a file system that every node sees under the same path.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
