@@ -19,7 +19,7 @@ bl_info = {
 }
 
 # Registration order matters: properties before the operators/panels that use them.
-_MODULES = ("preferences", "properties", "operators", "operators_edit", "panel")
+_MODULES = ("preferences", "properties", "operators", "operators_edit", "operators_batch", "panel")
 
 
 def _modules():

@@ -75,6 +75,9 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
             row.operator("trellis.cancel", icon="CANCEL")
         else:
             row.operator("trellis.generate", icon="PLAY")
+        col = layout.column()
+        col.enabled = not busy
+        col.operator("trellis.send_to_batch", icon="EXPORT")
 
         draw_region_edit(layout, context, settings, busy)
 

@@ -85,6 +85,9 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=None,
                    help="sampling steps written into pipeline.json (default 3 tiny, 12 embedded, 25 official)")
 
+    from .batch.cli import add_parser as add_batch_parser  # batch generation: trellis_backend/batch/cli.py
+
+    add_batch_parser(sub)
     # region editing registers its own command(s): trellis_backend/edit/cli.py defines register(subparsers)
     # (skipped when one of the commands above is run, so their input errors come back without importing torch)
     if with_plugins and (Path(__file__).parent / "edit" / "cli.py").is_file():
