@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from trellis_backend.pipeline.pipeline import TrellisPipeline
-    from trellis_backend.pipeline.random_model import make_random_model
+    from trellis_lab.random_model import make_random_model
     from trellis_backend.sparse.conv import _resolve_backend
 
     tmp = tempfile.TemporaryDirectory()

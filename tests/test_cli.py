@@ -14,11 +14,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, timeout=300):
+def run_module(module, *args, timeout=300):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "backend"), str(REPO / "kernels"), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "trellis_backend", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(REPO))
+
+
+def run_cli(*args, timeout=300):
+    return run_module("trellis_backend", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_models")
     out = {}
     for kind in ("image", "text"):
-        r = run_cli("make-random-model", "--kind", kind, "--out", root / kind)
+        r = run_module("trellis_lab", "make-random-model", "--kind", kind, "--out", root / kind)
         assert r.returncode == 0, r.stderr
         assert (root / kind / "pipeline.json").is_file()
         out[kind] = root / kind

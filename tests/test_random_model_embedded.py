@@ -5,15 +5,21 @@ import json
 
 import torch
 
-from trellis_backend.cli import build_parser
-from trellis_backend.pipeline.random_model import make_random_model
-from trellis_backend.training.configs import model_configs
+from trellis_lab.__main__ import build_parser, main
+from trellis_lab.random_model import make_random_model
+from trellis_lab.training.configs import model_configs
 
 
 def test_cli_offers_the_embedded_size():
-    args = build_parser(with_plugins=False).parse_args(
-        ["make-random-model", "--kind", "text", "--out", "x", "--size", "embedded"])
-    assert args.size == "embedded" and args.steps is None
+    args = build_parser().parse_args(["make-random-model", "--kind", "text", "--out", "x", "--size", "embedded"])
+    assert args.size == "embedded" and args.steps is None and args.family == "trellis"
+
+
+def test_trellis2_family_is_refused_with_a_hint(tmp_path, capsys):
+    code = main(["make-random-model", "--family", "trellis2", "--kind", "image", "--out", str(tmp_path / "t2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: --family trellis2" in err and "hint: use --family trellis" in err
+    assert not (tmp_path / "t2").exists()
 
 
 def test_embedded_random_folder(tmp_path):

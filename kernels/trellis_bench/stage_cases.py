@@ -1,6 +1,6 @@
-"""Pipeline stage timings at the official TRELLIS-image-large sizes (group "stages" of `trellis_kernels.bench`).
+"""Pipeline stage timings at the official TRELLIS-image-large sizes (group "stages" of `trellis_bench.bench`).
 
-    PYTHONPATH=backend:kernels python -m trellis_kernels.bench --groups stages
+    PYTHONPATH=backend:kernels python -m trellis_bench.bench --groups stages
 
 Models are built from the official configurations (tests/golden/official_keys/*.json, name +
 args) with random weights on the GPU (timing does not depend on weight values). Each stage is
@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .bench import Bench, register, shell_coords
+from .harness import Bench, register, shell_coords
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = REPO / "tests" / "golden" / "official_keys"
@@ -330,7 +330,7 @@ def _profile(fn: Callable[[], object], title: str, rows: int = 18) -> None:
             f.write(f"---- profile: {title}\n{table}\n")
 
 
-def _profile_run(fn: Callable[[], object], title: str, rows: int = 14) -> None:
+def profile_run(fn: Callable[[], object], title: str, rows: int = 14) -> None:
     """Where the host time of a whole run goes, and how often it waits for the GPU."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -444,7 +444,7 @@ def _s_stage2(bench: Bench):
         lambda: stage2(st), SLAT_FLOW, lambda a: f"K/V cache {a.kv_stats()}, graph captures {a.runner(st.model(SLAT_FLOW)).captures}", plain)
     _dit_rows(bench, st, SLAT_FLOW, "SLat DiT-L (2x20K voxels)", True)
     if os.environ.get("TRELLIS_STAGE_PROFILE") == "1" and _budget_left() > 60:
-        _profile_run(lambda: stage2(st), "stage-2 sampling run (accel, eager)")
+        profile_run(lambda: stage2(st), "stage-2 sampling run (accel, eager)")
     if os.environ.get("TRELLIS_STAGE_EAGER2", "1") == "1" and _budget_left() > 45:
         r = acc.runner(st.model(SLAT_FLOW))
         before = r.graphs_enabled
