@@ -198,7 +198,7 @@ def test_out_of_memory_advice(models, rgba_png, tmp_path, monkeypatch, capsys):
     def boom(self, *a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(TrellisPipeline, "sample_slat", boom)
+    monkeypatch.setattr(TrellisPipeline, "sample_latent", boom)
     rc = cli.main(["generate", "--model", str(models["image"]), "--image", str(rgba_png), "--out", str(tmp_path / "o"),
                    "--quiet", "--ss-steps", "1", "--device", "cpu"])
     err = capsys.readouterr().err

@@ -85,7 +85,7 @@ def test_noise_follows_reference_seeding(image_pipe):
     image_pipe.sparse_structure_sampler.sample = spy
     try:
         cond = {"cond": torch.zeros(1, 65, 32), "neg_cond": torch.zeros(1, 65, 32)}
-        image_pipe.sample_sparse_structure(cond, torch.Generator().manual_seed(42), dict(
+        image_pipe.sample_structure(cond, torch.Generator().manual_seed(42), dict(
             image_pipe.sparse_structure_sampler_params, steps=1))
     finally:
         del image_pipe.sparse_structure_sampler.sample
@@ -129,7 +129,7 @@ def test_out_of_memory_becomes_a_hinted_error(image_pipe, cond_png, monkeypatch,
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(image_pipe, "sample_slat", boom)
+    monkeypatch.setattr(image_pipe, "sample_latent", boom)
     with pytest.raises(OutOfMemoryError) as e:
         image_pipe.generate(image=cond_png, output_dir=tmp_path, **FAST)
     assert "memory" in str(e.value) and e.value.hint

@@ -35,7 +35,7 @@ def test_embedded_random_folder(tmp_path):
     from trellis_backend.pipeline.pipeline import TrellisPipeline
 
     pipe = TrellisPipeline.from_pretrained(folder, device="cpu")
-    cond, _ = pipe.get_cond("a chair")
-    coords = pipe.sample_sparse_structure(cond, torch.Generator().manual_seed(0),
+    cond, _ = pipe.encode_condition("a chair")
+    coords = pipe.sample_structure(cond, torch.Generator().manual_seed(0),
                                           dict(pipe.sparse_structure_sampler_params))
     assert 500 < coords.shape[0] < 20000  # calibrated to ~2% of the 64^3 grid (~5k voxels)

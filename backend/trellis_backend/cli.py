@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import BadInputError, Cancelled, MissingFileError, OutOfMemoryError, TrellisError
+from .errors import (BadInputError, Cancelled, MissingFileError, OutOfMemoryError, TrellisError, is_out_of_memory,
+                     out_of_memory_error)
 
 EXIT_BAD_INPUT = 2
 EXIT_MISSING = 3
@@ -265,10 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # unexpected: show what and where to look
         if getattr(args, "debug", False):
             raise
-        from .pipeline.pipeline import _is_oom
-
-        if _is_oom(e):
-            err = OutOfMemoryError(f"out of memory: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}")
+        if is_out_of_memory(e):
+            err = out_of_memory_error(e)
             print(f"error: {err}\nhint: {err.hint}", file=sys.stderr)
             return EXIT_OOM
         print(f"error: unexpected {type(e).__name__}: {e}", file=sys.stderr)

@@ -15,7 +15,7 @@ timed on two paths, as the pipeline runs it:
 - accel: `trellis_backend.accel.enable(model, **accel.hook_settings())`, i.e. what the pipeline's
   hook turns on (bf16 torso, Triton conv without split-K / varlen attention, fused adaLN kernels,
   cross-attention K/V once per run, CUDA graphs of both flow stages, the stage-2 graphs captured
-  per run and freed after it as `sample_slat` does). Stage 2 also gets an eager diagnostic row.
+  per run and freed after it as the pipeline's stage hook does). Stage 2 also gets an eager diagnostic row.
 
 Rows are medians of CUDA-event timed runs after warm-up runs (the first, cold run -
 compilation, kernel-config tuning, graph capture - is reported in the notes). Inputs: condition
@@ -285,7 +285,7 @@ def stage2(st: _State, coords=None, cond=None, neg=None):
         out = _sampler().sample(flow, noise, st.cond if cond is None else cond, st.neg if neg is None else neg,
                                 **SLAT_PARAMS).samples
     acc = st.accels.get(SLAT_FLOW)
-    if acc is not None:  # as the pipeline hook after `sample_slat`: the graphs of this voxel set are freed
+    if acc is not None:  # as the pipeline's stage hook after stage 2: the graphs of this voxel set are freed
         acc.release_graphs(sparse_only=True)
     return out
 
