@@ -375,7 +375,7 @@ class TrellisPipeline:
 
     @torch.no_grad()
     def sample_latent(self, cond: dict, coords: torch.Tensor, generator: torch.Generator, params: dict,
-                    progress: Optional[ProgressFn] = None, cancel=None, multi_image: Optional[str] = None):
+                      progress: Optional[ProgressFn] = None, cancel=None, multi_image: Optional[str] = None):
         """De-normalised structured latent on `coords` (a SparseTensor)."""
         from ..sparse import SparseTensor
 
@@ -399,8 +399,9 @@ class TrellisPipeline:
         a mesh whose decoder has no colour channels, also the Gaussians its GLB takes the colours from."""
         out = {}
         todo = [f for f in formats if f in DECODERS]
-        if "mesh" in todo and "gaussians" not in todo and not self._mesh_has_colour() \
-                and "slat_decoder_gs" in self.config["args"]["models"]:
+        colours_from_gaussians = ("mesh" in todo and "gaussians" not in todo and not self._mesh_has_colour()
+                                  and "slat_decoder_gs" in self.config["args"]["models"])
+        if colours_from_gaussians:
             todo.append("gaussians")
         for i, fmt in enumerate(todo):
             if progress is not None:
