@@ -33,8 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..errors import (BadInputError, CheckpointMismatchError, MissingFileError, TrellisError, is_out_of_memory,
-                      out_of_memory_error)
+from ..errors import BadInputError, CheckpointMismatchError, MissingFileError, TrellisError
 from .options import check_name, normalize_formats
 from .samplers import build_sampler
 from .sequence import GenerationRun, ProgressFn, check_cancel, free_memory
@@ -443,21 +442,6 @@ class TrellisPipeline:
         if "preprocessed" in info:
             result["outputs"]["condition_image"] = info["preprocessed"]
         return result
-
-    @contextlib.contextmanager
-    def inference_guard(self):
-        """No autograd, and an out-of-memory anywhere inside becomes OutOfMemoryError with advice
-        (after freeing what the failed attempt held); errors the user can act on pass through."""
-        try:
-            with torch.no_grad():
-                yield
-        except TrellisError:
-            raise
-        except BaseException as e:
-            if is_out_of_memory(e):
-                free_memory(self.device)
-                raise out_of_memory_error(e, on_gpu=self.device.type == "cuda") from e
-            raise
 
     def _multi_image(self, cond: dict, mode: str) -> Optional[str]:
         """`mode` when an image model got several images (multi-image conditioning), else None."""
