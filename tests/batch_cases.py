@@ -14,7 +14,7 @@ GOOD_IMAGES = 5
 
 def make_tiny_image_model(folder: Path) -> Path:
     """The one place that knows where the random-model builder lives."""
-    from trellis_backend.pipeline.random_model import make_random_model
+    from trellis_lab.random_model import make_random_model
 
     return make_random_model(folder, "image")
 
