@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import fastpath
 from ..modules.embedders import AbsolutePositionEmbedder, TimestepEmbedder
 from ..modules.norm import LayerNorm32
 from ..modules.precision import convert_module_to_f16, convert_module_to_f32, zero_module
@@ -43,14 +44,16 @@ class SparseResBlock3d(nn.Module):
         scale, shift = self.emb_layers(emb).type(x.dtype).chunk(2, dim=1)
         if self.updown is not None:
             x = self.updown(x)
-        h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
-        rows = h.batch_index
-        h = h.replace(self.norm2(h.feats) * (1 + scale[rows]) + shift[rows])
+        fast = fastpath.lookup(self)
+        h = self.conv1(x.replace(F.silu(fast.layer_norm(self.norm1, x.feats))))
+        h = h.replace(fast.modulated_norm(self.norm2, h.feats, shift, scale, h.batch_index))
         h = self.conv2(h.replace(F.silu(h.feats)))
         return h + self.skip_connection(x)
 
 
 class SLatFlowModel(nn.Module):
+    fast_path_flow = "sparse"  # fast-path capability: a flow forward(x, t, cond) over a SparseTensor
+
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
                  out_channels: int, num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64,
                  mlp_ratio: float = 4, patch_size: int = 2, num_io_res_blocks: int = 2,
@@ -115,6 +118,7 @@ class SLatFlowModel(nn.Module):
         for part in (self.input_blocks, self.blocks, self.out_blocks):
             part.apply(convert_module_to_f32)
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor, t: torch.Tensor, cond: torch.Tensor) -> SparseTensor:
         h = self.input_layer(x).type(self.dtype)
         t_emb = self.t_embedder(t)

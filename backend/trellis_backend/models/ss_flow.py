@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import fastpath
 from ..modules.embedders import AbsolutePositionEmbedder, TimestepEmbedder
 from ..modules.precision import convert_module_to_f16, convert_module_to_f32
 from ..modules.transformer import ModulatedTransformerCrossBlock
@@ -33,6 +34,8 @@ def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
 
 
 class SparseStructureFlowModel(nn.Module):
+    fast_path_flow = "dense"  # fast-path capability: a flow forward(x, t, cond) over a dense grid
+
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
                  out_channels: int, num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64,
                  mlp_ratio: float = 4, patch_size: int = 2, pe_mode: str = "ape", use_fp16: bool = False,
@@ -78,6 +81,7 @@ class SparseStructureFlowModel(nn.Module):
     def convert_to_fp32(self) -> None:
         self.blocks.apply(convert_module_to_f32)
 
+    @fastpath.model_entry
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         expected = [x.shape[0], self.in_channels, *[self.resolution] * 3]
         if list(x.shape) != expected:

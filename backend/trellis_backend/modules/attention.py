@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..sparse.attention import sparse_cross_attention, sparse_self_attention, sparse_windowed_self_attention
+from .. import fastpath
+from ..sparse.attention import (attend_per_item, sparse_cross_attention, sparse_windowed_self_attention,
+                               varlen_attention)
 from ..sparse.tensor import SparseTensor
 
 
@@ -28,6 +30,16 @@ class MultiHeadRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (F.normalize(x.float(), dim=-1) * self.gamma * self.scale).to(x.dtype)
+
+
+def uniform_runs(flags):
+    """Consecutive runs `(start, stop, flag)` of equal per-item flags."""
+    runs, start = [], 0
+    for i in range(1, len(flags) + 1):
+        if i == len(flags) or flags[i] != flags[start]:
+            runs.append((start, i, flags[start]))
+            start = i
+    return runs
 
 
 def _refuse_rope(use_rope: bool) -> None:
@@ -74,16 +86,32 @@ class MultiHeadAttention(nn.Module):
         return k, v
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        fast = fastpath.lookup(self)
         b, l, _ = x.shape
         if self._type == "self":
             q, k, v = self.to_qkv(x).reshape(b, l, 3, self.num_heads, -1).unbind(dim=2)
             if self.qk_rms_norm:
-                q, k = self.q_rms_norm(q), self.k_rms_norm(k)
-        else:
-            q = self.to_q(x).reshape(b, l, self.num_heads, -1)
-            if self.qk_rms_norm:
-                q = self.q_rms_norm(q)
-            k, v = self.context_kv(context)
+                q, k = fast.qk_rms_norm(self.q_rms_norm, q), fast.qk_rms_norm(self.k_rms_norm, k)
+            return self._attend(q, k, v)
+        k, v = fast.context_kv(self, context)
+        uniform = fast.uniform_context(self, context)
+        if uniform is None:
+            return self._attend(self._query(fast, x), k, v)
+        # items whose context tokens are all equal: uniform softmax, the output is the value row
+        pieces = []
+        for start, stop, same in uniform_runs(uniform):
+            if same:
+                pieces += [self.to_out(v[i, 0].reshape(1, -1)).expand(1, l, -1) for i in range(start, stop)]
+            else:
+                pieces.append(self._attend(self._query(fast, x[start:stop]), k[start:stop], v[start:stop]))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+
+    def _query(self, fast, x: torch.Tensor) -> torch.Tensor:
+        q = self.to_q(x).reshape(x.shape[0], x.shape[1], self.num_heads, -1)
+        return fast.qk_rms_norm(self.q_rms_norm, q) if self.qk_rms_norm else q
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, l = q.shape[:2]
         h = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.to_out(h.transpose(1, 2).reshape(b, l, -1))
 
@@ -124,23 +152,51 @@ class SparseMultiHeadAttention(nn.Module):
         self.to_out = nn.Linear(channels, channels)
 
     def forward(self, x: SparseTensor, context: Optional[torch.Tensor] = None) -> SparseTensor:
+        fast = fastpath.lookup(self)
         heads = self.num_heads
         if self._type == "self":
             qkv = self.to_qkv(x.feats).reshape(-1, 3, heads, self.channels // heads)
-            if self.qk_rms_norm:
-                q, k, v = qkv.unbind(dim=1)
-                qkv = torch.stack([self.q_rms_norm(q), self.k_rms_norm(k), v], dim=1)
-            qkv = x.replace(qkv)
             if self.attn_mode == "full":
-                h = sparse_self_attention(qkv)
+                q, k, v = qkv.unbind(dim=1)
+                if self.qk_rms_norm:
+                    q, k = fast.qk_rms_norm(self.q_rms_norm, q), fast.qk_rms_norm(self.k_rms_norm, k)
+                h = attend_per_item(x, q, k, v, kernel=fast.varlen_attention)
             else:
-                h = sparse_windowed_self_attention(qkv, self.window_size, self.shift_window)
+                if self.qk_rms_norm:
+                    q, k, v = qkv.unbind(dim=1)
+                    qkv = torch.stack([fast.qk_rms_norm(self.q_rms_norm, q), fast.qk_rms_norm(self.k_rms_norm, k),
+                                       v], dim=1)
+                h = sparse_windowed_self_attention(x.replace(qkv), self.window_size, self.shift_window,
+                                                   kernel=fast.varlen_attention).feats
         else:
-            q = self.to_q(x.feats).reshape(-1, heads, self.channels // heads)
-            if self.qk_rms_norm:
-                q = self.q_rms_norm(q)
-            h = sparse_cross_attention(x.replace(q), self.context_kv(context))
-        return x.replace(self.to_out(h.feats.reshape(h.feats.shape[0], -1)))
+            kv = fast.context_kv(self, context)
+            uniform = fast.uniform_context(self, context)
+            if uniform is not None and x.feats.shape[0] > 0:
+                return x.replace(self._cross_skipping_uniform(fast, x, kv, uniform))
+            q = x.replace(self._query(fast, x.feats))
+            h = sparse_cross_attention(q, kv, kernel=fast.varlen_attention).feats
+        return x.replace(self.to_out(h.reshape(h.shape[0], -1)))
+
+    def _query(self, fast, feats: torch.Tensor) -> torch.Tensor:
+        q = self.to_q(feats).reshape(-1, self.num_heads, self.channels // self.num_heads)
+        return fast.qk_rms_norm(self.q_rms_norm, q) if self.qk_rms_norm else q
+
+    def _cross_skipping_uniform(self, fast, x: SparseTensor, kv: torch.Tensor, uniform) -> torch.Tensor:
+        """Cross-attention output rows; items whose context tokens are all equal take their value row."""
+        layout, lc = x.layout, kv.shape[1]
+        pieces = []
+        for start, stop, same in uniform_runs(uniform):
+            if same:
+                for i in range(start, stop):
+                    rows = layout[i].stop - layout[i].start
+                    pieces.append(self.to_out(kv[i, 0, 1].reshape(1, -1)).expand(rows, -1))
+                continue
+            feats = x.feats[layout[start].start:layout[stop - 1].stop]
+            k, v = kv[start:stop].reshape((stop - start) * lc, *kv.shape[2:]).unbind(dim=1)
+            lens = [layout[i].stop - layout[i].start for i in range(start, stop)]
+            h = varlen_attention(self._query(fast, feats), k, v, lens, [lc] * len(lens), kernel=fast.varlen_attention)
+            pieces.append(self.to_out(h.reshape(h.shape[0], -1)))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
 
     def context_kv(self, context: torch.Tensor) -> torch.Tensor:
         """Cross-attention keys and values of the dense context `[B, Lc, ctx]` as `[B, Lc, 2, H, D]` (keys

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from .. import fastpath
 from ..sparse.tensor import SparseTensor
 from .attention import MultiHeadAttention, SparseMultiHeadAttention
 from .norm import LayerNorm32
@@ -23,7 +24,7 @@ class FeedForwardNet(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)
+        return fastpath.lookup(self).mlp(self.mlp, x)
 
 
 def _adaln(block: nn.Module, mod: torch.Tensor):
@@ -59,12 +60,12 @@ class ModulatedTransformerCrossBlock(nn.Module):
             self.adaLN_modulation = _adaln_projection(channels)
 
     def forward(self, x: torch.Tensor, mod: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        fast = fastpath.lookup(self)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _adaln(self, mod)
-        h = self.norm1(x) * (1 + scale_msa.unsqueeze(1)) + shift_msa.unsqueeze(1)
-        x = x + self.self_attn(h) * gate_msa.unsqueeze(1)
-        x = x + self.cross_attn(self.norm2(x), context)
-        h = self.norm3(x) * (1 + scale_mlp.unsqueeze(1)) + shift_mlp.unsqueeze(1)
-        return x + self.mlp(h) * gate_mlp.unsqueeze(1)
+        h = fast.modulated_norm(self.norm1, x, shift_msa, scale_msa)
+        x, h = fast.residual_norm(self.norm2, x, self.self_attn(h), gate_msa)
+        x, h = fast.residual_norm(self.norm3, x, self.cross_attn(h, context), shift=shift_mlp, scale=scale_mlp)
+        return fast.gated_residual(x, self.mlp(h), gate_mlp)
 
 
 class SparseFeedForwardNet(nn.Module):
@@ -73,7 +74,7 @@ class SparseFeedForwardNet(nn.Module):
         self.mlp = FeedForwardNet(channels, mlp_ratio).mlp  # same keys: mlp.0 / mlp.2
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.replace(self.mlp(x.feats))
+        return x.replace(fastpath.lookup(self).mlp(self.mlp, x.feats))
 
 
 class SparseTransformerBlock(nn.Module):
@@ -92,8 +93,10 @@ class SparseTransformerBlock(nn.Module):
         self.mlp = SparseFeedForwardNet(channels, mlp_ratio)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        x = x + self.attn(x.replace(self.norm1(x.feats)))
-        return x + self.mlp(x.replace(self.norm2(x.feats)))
+        fast = fastpath.lookup(self)
+        feats, h = x.feats, fast.layer_norm(self.norm1, x.feats)
+        feats, h = fast.residual_norm(self.norm2, feats, self.attn(x.replace(h)).feats)
+        return x.replace(feats + self.mlp(x.replace(h)).feats)
 
 
 class ModulatedSparseTransformerCrossBlock(nn.Module):
@@ -119,10 +122,12 @@ class ModulatedSparseTransformerCrossBlock(nn.Module):
             self.adaLN_modulation = _adaln_projection(channels)
 
     def forward(self, x: SparseTensor, mod: torch.Tensor, context: torch.Tensor) -> SparseTensor:
+        fast = fastpath.lookup(self)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _adaln(self, mod)
         rows = x.batch_index
-        h = self.norm1(x.feats) * (1 + scale_msa[rows]) + shift_msa[rows]
-        feats = x.feats + self.self_attn(x.replace(h)).feats * gate_msa[rows]
-        feats = feats + self.cross_attn(x.replace(self.norm2(feats)), context).feats
-        h = self.norm3(feats) * (1 + scale_mlp[rows]) + shift_mlp[rows]
-        return x.replace(feats + self.mlp.mlp(h) * gate_mlp[rows])
+        h = fast.modulated_norm(self.norm1, x.feats, shift_msa, scale_msa, rows)
+        feats, h = fast.residual_norm(self.norm2, x.feats, self.self_attn(x.replace(h)).feats, gate_msa,
+                                      batch_index=rows)
+        feats, h = fast.residual_norm(self.norm3, feats, self.cross_attn(x.replace(h), context).feats,
+                                      shift=shift_mlp, scale=scale_mlp, batch_index=rows)
+        return x.replace(fast.gated_residual(feats, self.mlp(x.replace(h)).feats, gate_mlp, rows))
