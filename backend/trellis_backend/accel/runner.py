@@ -7,9 +7,9 @@ forward decorated with `trellis_backend.fastpath.model_entry`):
   reference's `use_fp16` semantics (torso in half precision, norms and the outer layers in
   float32) instead of per-op autocast casts (no weight casts, nothing for a CUDA graph to
   hold on to);
-- for the flow models (classes declaring `fast_path_flow`, `forward(x, t, cond)`) it casts the condition to the model dtype once
-  per condition tensor, so the model sees the same tensor at every step and the
-  cross-attention K/V cache hits;
+- for the flow models (classes declaring `fast_path_flow`, `forward(x, t, cond)`) it casts
+  the condition to the model dtype once per condition tensor, so the model sees the same
+  tensor at every step and the cross-attention K/V cache hits;
 - optionally it captures the forward in CUDA graphs, one per input signature (batch size):
   the first call at a signature runs eagerly (builds neighbour maps, picks kernel configs,
   compiles), the second captures and replays, later calls replay. Inputs are copied into

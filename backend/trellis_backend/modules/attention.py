@@ -4,7 +4,9 @@ Self-attention uses a fused `to_qkv`, cross-attention `to_q` + `to_kv`, both
 optionally with per-head RMS-normalised queries and keys (`q_rms_norm`,
 `k_rms_norm`, gammas kept in float32). Rotary embeddings (`pe_mode='rope'`)
 are refused: no released checkpoint uses them. Sparse self-attention is either full
-(per batch item) or windowed (Swin-style shifted cubic windows).
+(per batch item) or windowed (Swin-style shifted cubic windows). Where the CUDA fast path
+computes differently (q/k RMS norm, the condition's keys/values, items with a uniform
+condition, the varlen kernel) the forwards look it up in `trellis_backend.fastpath`.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Modulated blocks take adaLN parameters (shift, scale, gate for attention and
 MLP) from the timestep embedding; cross blocks add cross-attention to the
-condition tokens behind an affine LayerNorm.
+condition tokens behind an affine LayerNorm. The norms, modulation, gated residuals and the
+MLP go through `trellis_backend.fastpath` lookups (plain torch maths unless the fast path fuses them).
 """
 from __future__ import annotations
 
