@@ -68,10 +68,15 @@ def test_runtime_reads_the_settings(tmp_path):
     import trellis_kernels
     from trellis_backend.pipeline.conditioning.dinov2 import checkpoint_search_paths
     from trellis_backend.pipeline.pipeline import resolve_model_ref
-    from trellis_backend.sparse import get_conv_backend
+    from trellis_backend.sparse import get_conv_backend, set_conv_backend
 
+    set_conv_backend(None)  # no explicit choice (other tests pick one): the settings decide
     with settings.override(conv_backend="spconv"):
         assert get_conv_backend() == "spconv"
+    set_conv_backend("torch")
+    with settings.override(conv_backend="spconv"):
+        assert get_conv_backend() == "torch"
+    set_conv_backend(None)
     with settings.override(kernels=False):
         assert not trellis_kernels.available()
     ckpt = tmp_path / "dino.pth"
@@ -104,3 +109,15 @@ def test_no_runtime_module_reads_trellis_variables_itself():
             if ENV_READ.search(path.read_text()):
                 offenders.append(rel)
     assert offenders == []
+
+
+@pytest.mark.parametrize("module", ["backend/trellis_backend/settings.py", "backend/trellis_backend/fastpath.py"])
+def test_leaf_modules_import_nothing_of_the_project_at_import_time(module):
+    """Every layer (the kernels included) imports settings and the fast-path registry: they must not import back."""
+    import ast
+
+    tree = ast.parse((REPO_ROOT / module).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = [a.name for n in top for a in n.names] + [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
+    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in top)
+    assert not any(name.startswith(("trellis_backend", "trellis_kernels")) for name in names)
