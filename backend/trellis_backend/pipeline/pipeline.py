@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -31,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .. import settings
 from ..errors import (BadInputError, Cancelled, CheckpointMismatchError, MissingFileError, OutOfMemoryError,
                       TrellisError)
 from .options import FORMAT_ALIASES, check_name as _check_name, normalize_formats  # noqa: F401
@@ -135,8 +135,8 @@ def resolve_model_ref(folder: Path, ref: str, models_root: Optional[Path] = None
         roots = []
         if models_root is not None:
             roots.append(Path(models_root))
-        if os.environ.get("TRELLIS_MODELS_ROOT"):
-            roots.append(Path(os.environ["TRELLIS_MODELS_ROOT"]))
+        if settings.current().models_root:
+            roots.append(Path(settings.current().models_root))
         roots += [folder.parent.parent, folder.parent]
         for root in dict.fromkeys(roots):
             for cand in (root / ref, root / repo / rest):
@@ -271,11 +271,9 @@ class TrellisPipeline:
         if self.device.type != "cuda":
             return
         try:
-            from ..accel import maybe_enable
-        except ImportError:
-            return
-        try:
-            self.accel = maybe_enable(self)
+            from ..accel import attach
+
+            self.accel = attach(self)
         except Exception as e:  # the plain path still works
             import warnings
 
@@ -293,7 +291,12 @@ class TrellisPipeline:
                                                                   self.allow_network)
             self.model_paths[key] = path
             self.models[key] = _load_model(path, self.device, self.dtype).eval()
+            if self.accel is not None:
+                self.accel.add(self.models[key])
         return self.models[key]
+
+    def _fast_stage(self, name: str):
+        return self.accel.stage(name) if self.accel is not None else contextlib.nullcontext()
 
     def _autocast(self):
         # the fast path holds the torso in the target dtype itself and runs with autocast off
@@ -350,7 +353,7 @@ class TrellisPipeline:
         flow = self.get_model("sparse_structure_flow_model")
         reso = flow.resolution
         noise = torch.randn(num_samples, flow.in_channels, reso, reso, reso, generator=generator).to(self.device)
-        with self._autocast():
+        with self._autocast(), self._fast_stage("sparse_structure"):
             z_s = self.sparse_structure_sampler.sample(
                 flow, noise, cond["cond"].to(self.device), cond["neg_cond"].to(self.device), **params,
                 progress=progress, cancel=cancel, stage="sparse_structure", multi_image=multi_image).samples
@@ -379,7 +382,7 @@ class TrellisPipeline:
         batch = int(coords[:, 0].max().item()) + 1 if coords.shape[0] else 1
         noise = SparseTensor(torch.randn(coords.shape[0], flow.in_channels, generator=generator).to(self.device),
                              coords, shape=(batch, flow.in_channels))
-        with self._autocast():
+        with self._autocast(), self._fast_stage("slat"):
             slat = self.slat_sampler.sample(
                 flow, noise, cond["cond"].to(self.device), cond["neg_cond"].to(self.device), **params,
                 progress=progress, cancel=cancel, stage="slat", multi_image=multi_image).samples
@@ -663,7 +666,7 @@ class TrellisPipeline:
         """Drop every model and free accelerator memory."""
         acc = getattr(self, "accel", None)
         if acc is not None:
-            acc.disable()
+            acc.detach()
             self.accel = None
         self.models.clear()
         self.conditioner = None
