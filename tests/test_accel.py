@@ -1,9 +1,11 @@
-"""trellis_backend.accel: the CUDA fast path.
+"""trellis_backend.accel: the CUDA fast path, filled into the `trellis_backend.fastpath` registry.
 
-CPU (CI): the cross-attention K/V cache gives bit-identical results, recomputes for a new or
-modified condition, and is restored by disable(); the fused block forwards (run here on
-trellis_kernels' float32 references), the cached down-sampling and the graph runner's
-static-buffer logic (with a stand-in for CUDA graphs) match the plain forwards.
+CPU (CI): models call what the registry assigns them (and nothing else changes on them); enable
+assigns, disable restores the plain path; CPU models get the K/V cache only, which gives
+bit-identical results, recomputes for a new or modified condition; the fused maths (run here
+on trellis_kernels' float32 references), the cached down-sampling and the graph runner's
+static-buffer logic (with a stand-in for CUDA graphs) match the plain path; the pipeline hook
+(`attach`, `stage`, `detach`) adopts models loaded later and never replaces a pipeline method.
 GPU (@gpu, skipped without CUDA): the tuned path (bf16 torso, Triton conv / varlen attention /
 fused kernels, K/V cache, CUDA graphs) against the CPU float32 path on the golden cases, to
 bf16 tolerance.
@@ -14,12 +16,15 @@ import copy
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
 
 from golden_cases import REPO_ROOT, has_case, load_case
-from trellis_backend import accel
+from trellis_backend import accel, fastpath, settings
+from trellis_backend.accel.fused import FusedPath
+from trellis_backend.accel.path import AcceleratedPath
 from trellis_backend.models import build_model, load_state_dict_strict
 from trellis_backend.sparse import SparseTensor
 
@@ -45,27 +50,103 @@ def sparse(inputs, key, device="cpu"):
     return SparseTensor(inputs[f"{key}.feats"].to(device), inputs[f"{key}.coords"].to(device))
 
 
-def patched_attrs(module: torch.nn.Module):
-    return sorted((name, attr) for name, m in module.named_modules() for attr in ("forward", "context_kv")
-                  if attr in m.__dict__)
+def assigned(model: torch.nn.Module):
+    """Names of the sub-modules the registry serves with something other than the plain path."""
+    return [name for name, m in model.named_modules() if fastpath.lookup(m) is not fastpath.PLAIN]
+
+
+def instance_attrs(model: torch.nn.Module):
+    return {name: sorted(m.__dict__) for name, m in model.named_modules()}
+
+
+def n_cross(model):
+    return sum(1 for m in model.modules() if getattr(m, "_type", None) == "cross")
+
+
+class RecordingPath(fastpath.FastPath):
+    """The plain maths, counting which registry entries a model calls."""
+
+    def __init__(self):
+        self.calls = Counter()
+
+    def __getattribute__(self, name):
+        value = object.__getattribute__(self, name)
+        if callable(value) and not name.startswith("_") and name in fastpath.FastPath.__dict__:
+            object.__getattribute__(self, "calls")[name] += 1
+        return value
 
 
 # ---------------------------------------------------------------------------------------------- CPU
+@pytest.mark.parametrize("name, entries", [
+    ("ss_flow_ape", {"run_model", "modulated_norm", "residual_norm", "gated_residual", "qk_rms_norm", "mlp",
+                     "context_kv", "uniform_context"}),
+    ("slat_flow_SLatFlowModel", {"run_model", "modulated_norm", "residual_norm", "gated_residual", "qk_rms_norm",
+                                 "mlp", "context_kv", "uniform_context", "layer_norm", "downsample"}),
+    ("slat_decoder_gs", {"run_model", "layer_norm", "residual_norm", "mlp"}),
+])
+def test_models_call_the_assigned_implementation(name, entries):
+    """What the registry assigns is what the model's modules call; unassigning restores the plain path."""
+    model, _, inputs = golden_model(name)
+
+    def run():
+        with torch.no_grad():
+            if name.startswith("ss_flow"):
+                return model(inputs["x"], inputs["t"], inputs["cond"])
+            if name.startswith("slat_flow"):
+                return model(sparse(inputs, "x"), inputs["t"], inputs["cond"]).feats
+            return torch.cat([g._xyz.flatten() for g in model(sparse(inputs, "z"))])
+
+    want = run()
+    path = RecordingPath()
+    fastpath.assign(model, path)
+    try:
+        got = run()
+    finally:
+        fastpath.unassign(model, path)
+    assert torch.equal(got, want)
+    assert entries <= set(path.calls), f"not looked up: {entries - set(path.calls)}"
+    assert path.calls["run_model"] == 1
+    assert assigned(model) == []
+    assert torch.equal(run(), want)
+
+
+def test_model_entry_keeps_the_forward_signature():
+    model, _, _ = golden_model("ss_flow_ape")
+    assert fastpath.has_entry(model)
+    import inspect
+
+    assert list(inspect.signature(type(model).forward).parameters) == ["self", "x", "t", "cond"]
+
+
+def test_cpu_models_get_the_kv_cache_only():
+    model, _, inputs = golden_model("slat_flow_SLatFlowModel")
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    attrs = instance_attrs(model)
+    with accel.enable(model, graphs="all") as acc:
+        path = fastpath.lookup(model)
+        assert type(path) is AcceleratedPath  # not the fused maths
+        assert path.sparse_conv is None and path.varlen_attention is None and not path.cache_downsample
+        assert set(assigned(model)) == {name for name, _ in model.named_modules()}
+        assert len(acc.kv_caches) == n_cross(model) > 0
+        assert not acc.runner(model).graphs_enabled  # graphs need CUDA
+        assert {k: v.dtype for k, v in model.state_dict().items()} == dtypes
+        assert instance_attrs(model) == attrs, "enable wrote into a module"
+
+
 def test_kv_cache_dense_identical_and_restored():
     model, _, inputs = golden_model("ss_flow_ape")
     x, t, cond = inputs["x"], inputs["t"], inputs["cond"]
     with torch.no_grad():
         want = model(x, t, cond)
         with accel.enable(model) as acc:
-            assert patched_attrs(model), "enable() installed nothing"
+            assert assigned(model), "enable() assigned nothing"
             first = model(x, t, cond)
             second = model(x, t, cond)
             stats = acc.kv_stats()
         after = model(x, t, cond)
     assert torch.equal(first, want) and torch.equal(second, want)
-    n_cross = sum(1 for m in model.modules() if getattr(m, "_type", None) == "cross")
-    assert stats == {"hits": n_cross, "misses": n_cross}
-    assert patched_attrs(model) == []
+    assert stats == {"hits": n_cross(model), "misses": n_cross(model)}
+    assert assigned(model) == []
     assert torch.equal(after, want)
 
 
@@ -79,7 +160,7 @@ def test_kv_cache_sparse_identical():
             got2 = model(x, t, cond).feats
             assert acc.kv_stats()["hits"] > 0
     assert torch.equal(got1, want) and torch.equal(got2, want)
-    assert patched_attrs(model) == []
+    assert assigned(model) == []
 
 
 def test_kv_cache_recomputes_for_new_or_modified_condition():
@@ -110,15 +191,14 @@ def test_sampler_with_kv_cache_identical():
         got = run()
         stats = acc.kv_stats()
     assert torch.equal(got, want)
-    n_cross = sum(1 for m in model.modules() if getattr(m, "_type", None) == "cross")
     # one K/V computation per distinct condition tensor (cond+neg batch, cond alone) per module
-    assert stats["misses"] == 2 * n_cross and stats["hits"] > stats["misses"]
+    assert stats["misses"] == 2 * n_cross(model) and stats["hits"] > stats["misses"]
 
 
 @pytest.mark.parametrize("name", ["ss_flow_ape", "slat_flow_SLatFlowModel", "slat_flow_ElasticSLatFlowModel",
                                   "slat_decoder_gs", "slat_decoder_mesh", "slat_encoder"])
-def test_fused_forwards_match_plain_cpu(name):
-    """The fused forwards (on trellis_kernels' float32 references here) compute what the modules compute."""
+def test_fused_path_matches_plain_cpu(name):
+    """The fused maths (on trellis_kernels' float32 references here) compute what the plain path computes."""
     model, _, inputs = golden_model(name)
 
     def run():
@@ -137,38 +217,126 @@ def test_fused_forwards_match_plain_cpu(name):
 
     want = run()
     with accel.enable(model, _cpu_fused=True):
-        assert any(a == "forward" for _, a in patched_attrs(model))
+        assert all(isinstance(fastpath.lookup(m), FusedPath) for m in model.modules())
         got = run()
     assert rel_err(got, want) < 1e-5
-    assert patched_attrs(model) == []
+    assert assigned(model) == []
 
 
 @pytest.mark.parametrize("name", ["ss_flow_ape", "slat_flow_SLatFlowModel"])
 def test_uniform_context_items_skip_attention_exactly(name, monkeypatch):
     """Items whose context tokens are all equal (the zero negative condition) skip the cross-attention."""
-    from trellis_backend.accel import fused
-
     model, _, inputs = golden_model(name)
     cond = inputs["cond"].clone()
     cond[1] = 0.0  # item 1: the CFG negative
     x = inputs["x"] if name.startswith("ss") else sparse(inputs, "x")
     run = lambda: model(x, inputs["t"], cond)  # noqa: E731
     feats = lambda out: out if isinstance(out, torch.Tensor) else out.feats  # noqa: E731
+    answers = []
+    lookup = FusedPath.uniform_context
+    monkeypatch.setattr(FusedPath, "uniform_context", lambda *a: answers.append(lookup(*a)) or answers[-1])
     with torch.no_grad():
         want = feats(run())
-        calls = []
-        orig = fused._value_row_out
-        monkeypatch.setattr(fused, "_value_row_out", lambda *a: calls.append(1) or orig(*a))
         with accel.enable(model, _cpu_fused=True, _fake_graphs=True):
             outs = [feats(run()) for _ in range(3)]  # eager, captured (stand-in), replayed
-    n_cross = sum(1 for m in model.modules() if getattr(m, "_type", None) == "cross")
-    assert len(calls) >= n_cross, "the uniform-context shortcut was not taken"
+        with settings.override(accel_uniform_context=False), accel.enable(model, _cpu_fused=True):
+            off = [feats(run())]
+    taken = [a for a in answers if a is not None]
+    assert len(taken) >= n_cross(model) and all(a == (False, True) for a in taken), "shortcut not taken"
+    assert len(answers) - len(taken) >= n_cross(model), "TRELLIS_ACCEL_UNIFORM_CONTEXT=0 did not turn it off"
+    for got in outs + off:
+        assert rel_err(got, want) < 1e-5
+
+
+# TRELLIS.2 flows: rope (dense grid phases / voxel-coordinate phases), shared modulation with per-block offsets
+T2_SS_ARGS = dict(resolution=4, in_channels=4, out_channels=4, model_channels=24, cond_channels=8, num_blocks=2,
+                  num_heads=2, mlp_ratio=2, pe_mode="rope", share_mod=True, qk_rms_norm=True, qk_rms_norm_cross=True)
+T2_SLAT_ARGS = dict(resolution=8, in_channels=4, out_channels=4, model_channels=24, cond_channels=8, num_blocks=2,
+                    num_heads=2, mlp_ratio=2, pe_mode="rope", share_mod=True, qk_rms_norm=True, qk_rms_norm_cross=True)
+
+
+def _randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter random (no zero-initialised output layer or gate hides a wrong path)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return model.eval()
+
+
+def _voxels(n_items: int = 2) -> torch.Tensor:
+    rows = [[b, i % 8, (i * 3) % 8, (i * 5 + b) % 8] for b in range(n_items) for i in range(6 + 5 * b)]
+    return torch.tensor(rows, dtype=torch.int32)
+
+
+def _trellis2_flow_call(kind: str):
+    torch.manual_seed(1)
+    if kind == "dense":
+        model = _randomized(build_model("SparseStructureFlowModel", T2_SS_ARGS, family="trellis2"))
+        x = torch.randn(2, 4, 4, 4, 4)
+        return model, lambda cond: model(x, torch.tensor([250.0, 750.0]), cond)
+    model = _randomized(build_model("SLatFlowModel", T2_SLAT_ARGS, family="trellis2"))
+    coords = _voxels()
+    x = SparseTensor(torch.randn(coords.shape[0], 4), coords)
+    return model, lambda cond: model(x, torch.tensor([250.0, 750.0]), cond).feats
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_trellis2_flow_identical_with_cpu_fast_path(kind):
+    """A TRELLIS.2 flow (rope, shared modulation + per-block offsets) gives the plain path's exact output with
+    the CPU fast path (K/V cache), also with the fused maths enabled: its blocks are not fusable, so they are
+    served by the unfused path (kernels and caches only)."""
+    model, run = _trellis2_flow_call(kind)
+    blocks = list(model.blocks)
+    assert all(b.modulation_offset and b.self_attn.use_rope for b in blocks)
+    cond = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        want = run(cond)
+        with accel.enable(model) as acc:
+            assert type(fastpath.lookup(blocks[0])) is AcceleratedPath
+            first, second = run(cond), run(cond)
+            stats = acc.kv_stats()
+        with accel.enable(model, _cpu_fused=True):
+            assert isinstance(fastpath.lookup(model), FusedPath)
+            for block in blocks:
+                assert all(type(fastpath.lookup(m)) is AcceleratedPath for m in block.modules())
+            fused = run(cond)
+        after = run(cond)
+    assert stats == {"hits": len(blocks), "misses": len(blocks)}
+    for got in (first, second, fused, after):
+        assert torch.equal(got, want)
+    assert assigned(model) == []
+
+
+def test_varlen_context_is_never_uniform(monkeypatch):
+    """Per-item condition lists (VarLenContext) take the varlen cross-attention: the uniform-context shortcut is
+    not asked for them (nor answers for them), even with every token of an item equal; graphs stay off."""
+    from trellis_backend.modules.attention import VarLenContext
+
+    args = {**T2_SLAT_ARGS, "pe_mode": "ape", "share_mod": False}  # fusable blocks: the fused path serves them
+    model = _randomized(build_model("SLatFlowModel", args))
+    coords = _voxels()
+    x, t = SparseTensor(torch.randn(coords.shape[0], 4), coords), torch.tensor([250.0, 750.0])
+    conds = [torch.randn(4, 8), torch.zeros(2, 8)]  # item 1: uniform tokens, fewer of them
+    asked = []
+    lookup = FusedPath.uniform_context
+    monkeypatch.setattr(FusedPath, "uniform_context", lambda self, attn, c: asked.append(c) or lookup(self, attn, c))
+    with torch.no_grad():
+        want = model(x, t, conds).feats
+        with accel.enable(model, _cpu_fused=True, _fake_graphs=True) as acc:
+            cross = next(m for m in model.modules() if getattr(m, "_type", None) == "cross")
+            assert isinstance(fastpath.lookup(cross), FusedPath)
+            assert fastpath.lookup(cross).uniform_context(cross, VarLenContext.from_list(conds)) is None
+            asked.clear()
+            outs = [model(x, t, conds).feats for _ in range(3)]
+            assert acc.runner(model).captures == 0  # a condition list is never graphed
+    assert asked == []
     for got in outs:
         assert rel_err(got, want) < 1e-5
 
 
 def test_cached_downsample_matches():
-    from trellis_backend.accel.sparse_cache import cached_downsample_forward
+    from trellis_backend.accel.sparse_cache import cached_downsample
     from trellis_backend.sparse import SparseDownsample
 
     _, _, inputs = golden_model("slat_flow_SLatFlowModel")
@@ -176,8 +344,7 @@ def test_cached_downsample_matches():
     x = x.replace(torch.randn(x.feats.shape[0], 16))
     down = SparseDownsample(2)
     want = down(x)
-    fast = lambda t: cached_downsample_forward(down, t)  # noqa: E731
-    first, second = fast(x), fast(x.replace(x.feats * 2))
+    first, second = cached_downsample(down, x), cached_downsample(down, x.replace(x.feats * 2))
     for got, scale in ((first, 1), (second, 2)):
         assert torch.equal(got.coords, want.coords)
         assert torch.allclose(got.feats, want.feats * scale, atol=1e-6)
@@ -185,7 +352,7 @@ def test_cached_downsample_matches():
         assert got.get_spatial_cache("upsample_2")[2].equal(want.get_spatial_cache("upsample_2")[2])
 
 
-@pytest.mark.parametrize("cpu_fused", [False, True], ids=["module_forwards", "fused_forwards"])
+@pytest.mark.parametrize("cpu_fused", [False, True], ids=["plain_maths", "fused_maths"])
 def test_graph_runner_logic_with_stand_in_graphs(cpu_fused):
     """Static buffers, the condition refresh and the K/V pinning of the CUDA-graph runner (stand-in graphs)."""
     from trellis_backend.pipeline.samplers import build_sampler
@@ -218,69 +385,81 @@ def test_graph_runner_sparse_voxel_sets_with_stand_in_graphs():
         with accel.enable(model, _fake_graphs=True) as acc:
             outs = [model(x.replace(x.feats.clone()), t, cond).feats for _ in range(3)]
             outs_y = [model(y.replace(y.feats.clone()), y_t, cond[:y_t.shape[0]]).feats for _ in range(3)]
+            # the same signature on another voxel set (same size, new spatial cache): eager, then a new graph
+            x2 = sparse(inputs, "x")
+            outs += [model(x2.replace(x2.feats.clone()), t, cond).feats for _ in range(3)]
             r = acc.runner(model)
-            assert r.captures == 2
+            assert r.captures == 3
     for o in outs:
         assert rel_err(o, want) < 1e-6
     for o in outs_y:
         assert rel_err(o, want_y) < 1e-6
 
 
-def test_enable_pipeline_like_object_accelerates_later_models():
+class _Pipe:
+    """The parts of a pipeline the hook uses: `models` (filled lazily by `get_model`), `device`, `dtype`."""
+
+    def __init__(self, first, later, device="cpu"):
+        self.models = {"a": first}
+        self._later = later
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+
+    def get_model(self, key):
+        if key not in self.models:
+            self.models[key] = self._later
+        return self.models[key]
+
+
+def test_pipeline_hook_stages_adopt_models_and_free_sparse_graphs():
     model, _, _ = golden_model("ss_flow_ape")
-    later, _, _ = golden_model("slat_flow_SLatFlowModel")
-
-    class Pipe:
-        def __init__(self):
-            self.models = {"a": model}
-            self.device = torch.device("cpu")
-
-        def get_model(self, key):
-            if key not in self.models:
-                self.models[key] = later
-            return self.models[key]
-
-        def release(self):
-            self.released = True
-
-        def sample_slat(self, x, t, cond):
-            with torch.no_grad():
-                return self.get_model("b")(x, t, cond)
-
-    pipe = Pipe()
-    acc = accel.enable(pipe, graphs="all", _fake_graphs=True)
-    assert "get_model" in pipe.__dict__ and "sample_slat" in pipe.__dict__
-    pipe.get_model("b")
-    assert any(m is later for m in acc.models) and patched_attrs(later)
-    _, _, inputs = golden_model("slat_flow_SLatFlowModel")
+    later, _, inputs = golden_model("slat_flow_SLatFlowModel")
+    pipe = _Pipe(model, later)
+    pipe_attrs = dict(vars(pipe))
+    hook = accel.PipelineFastPath(pipe, accel.enable(pipe, graphs="all", _fake_graphs=True))
+    assert assigned(model) and not assigned(later)
     x = sparse(inputs, "x")
-    r = acc.runner(later)
-    with torch.no_grad():
+    with torch.no_grad(), hook.stage("slat"):
+        flow = pipe.get_model("b")  # loaded after attach: adopted when the next stage starts
+        assert not assigned(flow)
+        hook.add(flow)  # what the pipeline's get_model does right away
+        assert assigned(flow)
         for _ in range(2):  # eager, then captured
-            r(x.replace(x.feats.clone()), inputs["t"], inputs["cond"])
-    assert any(k[0] == "sparse" for k in r.graphs)
-    pipe.sample_slat(x.replace(x.feats.clone()), inputs["t"], inputs["cond"])
-    assert not r.graphs, "sample_slat did not release the stage-2 graphs"
-    pipe.release()  # the pipeline's own release first disables the fast path
-    assert not acc.active and pipe.released
-    assert "get_model" not in pipe.__dict__ and "sample_slat" not in pipe.__dict__ and "release" not in pipe.__dict__
-    assert patched_attrs(model) == [] and patched_attrs(later) == []
-    assert accel.maybe_enable(pipe) is None  # CPU: the pipeline hook does nothing
+            flow(x.replace(x.feats.clone()), inputs["t"], inputs["cond"])
+        r = hook.runner(flow)
+        assert any(k[0] == "sparse" for k in r.graphs)
+    assert not r.graphs, "the end of the stage did not free the stage-2 graphs"
+    pipe.models["c"] = copy.deepcopy(later)
+    with hook.stage("sparse_structure"):
+        assert assigned(pipe.models["c"]), "the stage did not adopt a model the pipeline loaded"
+    assert vars(pipe).keys() == pipe_attrs.keys() | {"models"} and pipe.get_model.__func__ is _Pipe.get_model
+    hook.detach()
+    assert not hook.active
+    assert assigned(model) == [] and assigned(later) == [] and assigned(pipe.models["c"]) == []
 
 
-def test_disable_restores_kernel_hooks_and_dtypes():
-    from trellis_backend.sparse import attention as sattn
-    from trellis_backend.sparse import conv as sconv
+def test_attach_only_on_cuda_and_when_enabled():
+    model, _, _ = golden_model("ss_flow_ape")
+    assert accel.attach(_Pipe(model, model)) is None  # CPU: the plain path
+    with settings.override(accel=False):
+        assert accel.attach(_Pipe(model, model, device="cuda")) is None  # TRELLIS_ACCEL=0
+    assert assigned(model) == []
+    assert accel.hook_settings(torch.float32)["fused"] is False
+    with settings.override(accel_graphs="dense"):
+        assert accel.hook_settings(torch.bfloat16)["graphs"] == "dense"
 
+
+def test_disable_restores_plain_path_and_dtypes():
     model, _, _ = golden_model("ss_flow_ape")
     before = {k: (v.dtype, v.clone()) for k, v in model.state_dict().items()}
-    hooks = (sconv._fast_kernel, sattn.get_varlen_kernel())
-    acc = accel.enable(model)
+    acc = accel.enable(model, _cpu_fused=True)
+    assert assigned(model)
     acc.disable()
-    assert (sconv._fast_kernel, sattn.get_varlen_kernel()) == hooks
+    assert assigned(model) == [] and not acc.kv_caches and not acc.runners
     for k, v in model.state_dict().items():
         assert v.dtype == before[k][0] and torch.equal(v, before[k][1])
-    assert not hasattr(model, "accel")
+    with pytest.raises(RuntimeError):
+        acc.add(model)
 
 
 @pytest.mark.slow
@@ -408,14 +587,9 @@ def test_gpu_windowed_and_ragged_attention_use_kernel():
     want = sattn.sparse_windowed_self_attention(qkv.replace(qkv.feats.float()), 8, 4).feats
     import trellis_kernels as tk
 
-    prev = sattn.get_varlen_kernel()
-    sattn.register_varlen_kernel(tk.varlen_attention)
-    try:
-        got = sattn.sparse_windowed_self_attention(SparseTensor(qkv.feats, coords), 8, 4).feats
-        q, k, v = torch.randn(3, 700, 4, 32, device="cuda", dtype=torch.bfloat16).unbind(0)
-        ragged = sattn.varlen_attention(q, k, v, [300, 400], [300, 400])
-    finally:
-        sattn.register_varlen_kernel(prev)
+    got = sattn.sparse_windowed_self_attention(SparseTensor(qkv.feats, coords), 8, 4, kernel=tk.varlen_attention).feats
+    q, k, v = torch.randn(3, 700, 4, 32, device="cuda", dtype=torch.bfloat16).unbind(0)
+    ragged = sattn.varlen_attention(q, k, v, [300, 400], [300, 400], kernel=tk.varlen_attention)
     ragged_want = sattn.varlen_attention(q.float(), k.float(), v.float(), [300, 400], [300, 400])
     assert rel_err(got, want) < BF16_TOL
     assert rel_err(ragged, ragged_want) < BF16_TOL

@@ -168,8 +168,9 @@ def test_dinov2_vitl_shapes_and_token_count():
 
 def test_dinov2_missing_checkpoint_names_the_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("TRELLIS_DINOV2_CHECKPOINT", raising=False)
-    with pytest.raises(MissingFileError) as e:
+    from trellis_backend import settings
+
+    with settings.override(dinov2_checkpoint=None), pytest.raises(MissingFileError) as e:
         build_conditioner({"image_cond_model": "dinov2_vitl14_reg"}, tmp_path)
     assert "dinov2_vitl14_reg4_pretrain.pth" in str(e.value)
     assert str(tmp_path) in str(e.value)

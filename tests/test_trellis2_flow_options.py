@@ -138,9 +138,18 @@ def test_sampler_refuses_mixed_guidance_conventions_and_misplaced_concat_cond():
 
 
 def test_fused_fast_path_skips_trellis2_blocks():
-    from trellis_backend.accel.fused import forwards_for
+    """A fused fast path serves TRELLIS blocks with its fused maths and TRELLIS.2 blocks (rope, modulation
+    offsets) with its unfused sibling (kernels and caches only)."""
+    from trellis_backend import accel, fastpath
+    from trellis_backend.accel.fused import FusedPath
 
     v2 = build_model("SparseStructureFlowModel", SS_ARGS, family="trellis2")
     v1 = build_model("SparseStructureFlowModel", {**SS_ARGS, "pe_mode": "ape"})
-    assert forwards_for(v2.blocks[0]) is None and forwards_for(v2.blocks[0].self_attn) is None
-    assert forwards_for(v1.blocks[0]) is not None
+    assert not fastpath.fusable(v2.blocks[0]) and not fastpath.fusable(v2.blocks[0].self_attn)
+    assert fastpath.fusable(v1.blocks[0])
+    with accel.enable([v1, v2], dtype=None, _cpu_fused=True):
+        assert isinstance(fastpath.lookup(v1.blocks[0]), FusedPath)
+        for module in (v2.blocks[0], v2.blocks[0].self_attn, v2.blocks[0].mlp):
+            path = fastpath.lookup(module)
+            assert path is not fastpath.PLAIN and not isinstance(path, FusedPath)
+    assert fastpath.lookup(v2.blocks[0]) is fastpath.PLAIN and fastpath.lookup(v1.blocks[0]) is fastpath.PLAIN

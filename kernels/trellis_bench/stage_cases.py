@@ -158,26 +158,9 @@ def _row(bench: Bench, impl: str, ms: float, note: str, baseline: Optional[float
     bench.row(impl, ms=ms, note=note)
 
 
-@contextlib.contextmanager
-def plain_kernels():
-    """The backend's own PyTorch conv and padded-SDPA attention (the fast-path hooks are global: another
-    model's accel.enable would otherwise serve this model too)."""
-    from trellis_backend.sparse import attention as sattn
-    from trellis_backend.sparse import conv as sconv
-
-    saved = (sconv._fast_kernel, sattn.get_varlen_kernel())
-    sconv.register_fast_kernel(None)
-    sattn.register_varlen_kernel(None)
-    try:
-        yield
-    finally:
-        sconv.register_fast_kernel(saved[0])
-        sattn.register_varlen_kernel(saved[1])
-
-
 def _plain_runs(fn):
-    with plain_kernels():
-        return time_runs(fn, _env_int("TRELLIS_STAGE_PLAIN_WARMUP", 1), _env_int("TRELLIS_STAGE_PLAIN_REPEATS", 2))
+    """Timed runs of a plain model (its fast path has no kernels: `accel.enable` scopes them per model)."""
+    return time_runs(fn, _env_int("TRELLIS_STAGE_PLAIN_WARMUP", 1), _env_int("TRELLIS_STAGE_PLAIN_REPEATS", 2))
 
 
 def _note(samples: List[float], first: Optional[float], extra: str = "") -> str:
@@ -359,8 +342,7 @@ def _dit_rows(bench: Bench, st: _State, key: str, label: str, accelerated: bool)
     if not accelerated:
         st.plain(key)
     run = _forward_b2(st, key)
-    with plain_kernels() if not accelerated else contextlib.nullcontext():
-        med, samples, first = time_runs(run, 3, 10)
+    med, samples, first = time_runs(run, 3, 10)
     what = f"forward_b2_{key}"
     base = RESULTS.get(what, {}).get("plain") if accelerated else None
     _row(bench, f"{'accel' if accelerated else 'plain'}: one CFG forward (B=2) of {label}", med,

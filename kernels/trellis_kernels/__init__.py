@@ -5,7 +5,8 @@ the Triton kernel, everything else runs the reference in
 `trellis_kernels.reference` (identical signature). Importing this package
 never imports Triton; `available()` says whether the Triton path can run.
 Set `TRELLIS_KERNELS=0` to force the references, `TRELLIS_KERNELS_AUTOTUNE=0`
-to use fixed block configs instead of autotuning.
+to use fixed block configs instead of autotuning (read once, by
+`trellis_backend.settings`, a standard-library-only module).
 
 Ops:
 - `build_neighbor_map(coords, kernel_size=3, dilation=1)` -> int32 `[N, K³]`
@@ -24,6 +25,8 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+
+from trellis_backend import settings
 
 from . import reference
 from .neighbors import build_neighbor_map, kernel_offsets
@@ -51,7 +54,7 @@ def _interpreting() -> bool:
 
 def available() -> bool:
     """True when the Triton kernels can serve CUDA tensors here (Triton + a CUDA device, not disabled)."""
-    if os.environ.get("TRELLIS_KERNELS", "1") == "0" or not triton_available():
+    if not settings.current().kernels or not triton_available():
         return False
     import torch
 
@@ -59,7 +62,7 @@ def available() -> bool:
 
 
 def _use_triton(t) -> bool:
-    if os.environ.get("TRELLIS_KERNELS", "1") == "0" or not triton_available():
+    if not settings.current().kernels or not triton_available():
         return False
     return t.is_cuda or _interpreting()
 

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from trellis_backend import settings
 
 from . import _launch_info
 
@@ -152,7 +153,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
             out.stride(0), out.stride(1), d, max_seqlen_q.bit_length())
     meta = dict(BLOCK_D=block_d, EVEN_D=block_d == d, EXACT_FP32=exact)
     if autotune is None:
-        autotune = os.environ.get("TRELLIS_KERNELS_AUTOTUNE", "1") != "0" and q.is_cuda
+        autotune = settings.current().kernels_autotune and q.is_cuda
     if autotune and not exact:
         grid = lambda m: (triton.cdiv(max_seqlen_q, m["BLOCK_M"]), nseq, nh)
         kernel = _varlen_fwd_tuned[grid](*args, **meta)

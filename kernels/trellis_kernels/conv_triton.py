@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
+from trellis_backend import settings
 
 from . import _launch_info
 from .reference import conv_weight_kcn
@@ -118,14 +119,15 @@ _DETERMINISTIC = [False]
 
 def set_deterministic(on: bool) -> bool:
     """Tuned launches skip split-K (float32 atomics, last bits vary run to run); returns the previous setting.
-    Also on with TRELLIS_KERNELS_DETERMINISTIC=1 or torch.use_deterministic_algorithms(True)."""
+    Also on with TRELLIS_KERNELS_DETERMINISTIC=1 (`trellis_backend.settings`) or
+    torch.use_deterministic_algorithms(True)."""
     prev = _DETERMINISTIC[0]
     _DETERMINISTIC[0] = bool(on)
     return prev
 
 
 def deterministic() -> bool:
-    return (_DETERMINISTIC[0] or os.environ.get("TRELLIS_KERNELS_DETERMINISTIC", "0") == "1"
+    return (_DETERMINISTIC[0] or settings.current().kernels_deterministic
             or torch.are_deterministic_algorithms_enabled())
 
 
@@ -185,7 +187,7 @@ def _autoload(device) -> None:
     if device in _AUTOLOADED:
         return
     _AUTOLOADED.add(device)
-    paths = [os.environ.get("TRELLIS_KERNELS_TUNED", ""), os.path.join(_TABLE_DIR, _gpu_tag(device) + ".json")]
+    paths = [settings.current().kernels_tuned or "", os.path.join(_TABLE_DIR, _gpu_tag(device) + ".json")]
     for path in paths:
         if path and os.path.isfile(path):
             try:
@@ -275,7 +277,7 @@ def sparse_conv3d(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
     if bias is not None:
         bias = bias.contiguous()
     if autotune is None:
-        autotune = os.environ.get("TRELLIS_KERNELS_AUTOTUNE", "1") != "0" and feats.is_cuda
+        autotune = settings.current().kernels_autotune and feats.is_cuda
     if config is not None:
         cfg = config
     elif autotune:

@@ -3,8 +3,9 @@
 Every cross-attention module (`MultiHeadAttention` / `SparseMultiHeadAttention` of type
 'cross') computes its keys and values in `context_kv(context)`, a function of the
 condition tokens alone. During sampling the condition is the same tensor at every step
-(the sampler concatenates cond/uncond once per call), so `CrossKVCache` replaces the
-module's `context_kv` and remembers the result per context tensor: identity plus the
+(the sampler concatenates cond/uncond once per call), so the fast path's ``context_kv``
+lookup (`trellis_backend.fastpath`) answers through a `CrossKVCache` per module, which
+remembers the result per context tensor: identity plus the
 tensor's version counter (an in-place change of the context recomputes). Entries hold the
 context weakly: when the sampler drops its condition tensors at the end of a run, their
 keys/values are freed with them (and an id is never reused while its entry lives). At most
@@ -13,7 +14,7 @@ keys/values are freed with them (and an id is never reused while its entry lives
 Each entry also records which batch items have a *uniform* context (every token equal,
 e.g. the zero negative condition of image models): there every key is the same, the
 softmax is uniform and the attention output is that item's value row for every query, so
-the fused cross-attention skips the attention for those items (`fused.py`). Finding
+the cross-attention of a fused model skips the attention for those items (`fused.py`). Finding
 them costs one host sync per condition tensor, when its entry is made.
 
 CUDA graphs read keys/values at fixed addresses: `pin(context)` keeps an entry outside
@@ -50,7 +51,7 @@ def uniform_items(context: torch.Tensor) -> Tuple[bool, ...]:
 
 
 class CrossKVCache:
-    """Callable that stands in for `attn.context_kv` (installed as an instance attribute)."""
+    """`attn.context_kv` with the results kept per context tensor (the fast path calls it for `attn`)."""
 
     def __init__(self, attn: torch.nn.Module, compute: Callable[[torch.Tensor], KV], max_entries: int = 4):
         self.attn = attn

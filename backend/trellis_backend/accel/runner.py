@@ -1,14 +1,15 @@
-"""Model-level wrapper of the accelerated path: precision scope, condition cast, CUDA graphs.
+"""Model-level runner of the accelerated path: precision scope, condition cast, CUDA graphs.
 
-`ModelRunner` replaces a model's `forward` (instance attribute, removed on disable):
+`ModelRunner` runs a model's forward for the fast path's ``run_model`` (the lookup of a
+forward decorated with `trellis_backend.fastpath.model_entry`):
 
 - with the torso converted to bf16/fp16 it runs the forward with autocast off, i.e. the
   reference's `use_fp16` semantics (torso in half precision, norms and the outer layers in
   float32) instead of per-op autocast casts (no weight casts, nothing for a CUDA graph to
   hold on to);
-- for the flow models (`forward(x, t, cond)`) it casts the condition to the model dtype once
-  per condition tensor, so the model sees the same tensor at every step and the
-  cross-attention K/V cache hits;
+- for the flow models (classes declaring `fast_path_flow`, `forward(x, t, cond)`) it casts
+  the condition to the model dtype once per condition tensor, so the model sees the same
+  tensor at every step and the cross-attention K/V cache hits;
 - optionally it captures the forward in CUDA graphs, one per input signature (batch size):
   the first call at a signature runs eagerly (builds neighbour maps, picks kernel configs,
   compiles), the second captures and replays, later calls replay. Inputs are copied into
@@ -24,9 +25,10 @@ taking its maximum length from the host.
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 import torch
 
@@ -124,15 +126,15 @@ class _Graph:
 
 
 class ModelRunner:
-    """Callable installed as `model.forward`."""
+    """Runs one model's forward: `runner(forward, args, kwargs)` with the class's undecorated forward."""
 
-    def __init__(self, model: torch.nn.Module, orig_forward: Callable, converted: bool, flow: bool,
-                 kv_caches: List[CrossKVCache], graphs: bool, fake_graphs: bool = False):
+    def __init__(self, model: torch.nn.Module, converted: bool, flow: bool, kv_caches: Sequence[CrossKVCache],
+                 graphs: bool, fake_graphs: bool = False):
         self.model = model
-        self.orig_forward = orig_forward
+        self.orig_forward: Optional[Callable] = None  # the model's forward, bound (set at every call)
         self.converted = converted
         self.flow = flow
-        self.kv_caches = kv_caches
+        self.kv_caches: List[CrossKVCache] = list(kv_caches)
         self.graphs_enabled = graphs
         self.fake_graphs = fake_graphs
         self.graphs: "OrderedDict[Any, Any]" = OrderedDict()  # signature -> "warm" | _Graph
@@ -194,15 +196,15 @@ class ModelRunner:
                 g.drop()
 
     # --------------------------------------------------------------------- call
-    def __call__(self, x, *args, **kwargs):
+    def __call__(self, forward: Callable, args: tuple, kwargs: dict):
+        self.orig_forward = functools.partial(forward, self.model)
         with self._precision():
-            if not self.flow:
-                return self.orig_forward(x, *args, **kwargs)
-            if kwargs or len(args) != 2:
-                return self.orig_forward(x, *args, **kwargs)
-            t, cond = args
+            if not self.flow or kwargs or len(args) != 3:
+                return self.orig_forward(*args, **kwargs)
+            x, t, cond = args
             cond = self._cast_cond(cond)
             if (not self.graphs_enabled or torch.is_grad_enabled()
+                    or not (cond is None or isinstance(cond, torch.Tensor))  # per-item lists: shapes vary
                     or not (x.feats if _is_sparse(x) else x).is_cuda and not self.fake_graphs):
                 return self.orig_forward(x, t, cond)
             return self._graphed(x, t, cond)
@@ -211,6 +213,7 @@ class ModelRunner:
         key = self._signature(x, t, cond)
         g = self.graphs.get(key)
         if isinstance(g, _Graph) and not g.matches(x):
+            del self.graphs[key]
             g.drop()  # another voxel set: this graph's neighbour maps are not the input's
             g = None
         if g is None:

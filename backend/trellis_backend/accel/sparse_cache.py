@@ -4,8 +4,8 @@
 host sync: the number of parents is data-dependent), leaves the coarse tensor's layout to
 be counted again (another sync), and pools with a scatter-mean whose CUDA atomics add in
 a varying order (the last bits of the result change from run to run). The stage-2 flow
-model down-samples the same voxels at every sampling step, so `cached_downsample_forward`
-(installed per module instance) keeps, in the fine tensor's spatial cache after the first
+model down-samples the same voxels at every sampling step, so `cached_downsample` (the fast
+path's ``downsample``, `trellis_backend.fastpath`) keeps, in the fine tensor's spatial cache after the first
 call, the coarse coords, layout and a `[parents, f³]` table of each parent's child rows.
 Every call then pools by one gather and a fixed-order sum in float32 - the reference's
 reduction, sum / (children + 1), deterministic and without host syncs, hence capturable in
@@ -37,12 +37,13 @@ def pool(feats: torch.Tensor, table: torch.Tensor, denom: torch.Tensor) -> torch
     return (padded[table].float().sum(dim=1) / denom).to(feats.dtype)
 
 
-def cached_downsample_forward(self, x: SparseTensor) -> SparseTensor:
-    f = self.factor
+def cached_downsample(down, x: SparseTensor) -> SparseTensor:
+    """`down.pool(x)` (a SparseDownsample), its coordinate work done once per voxel set."""
+    f = down.factor
     key = f"accel_downsample_{f}"
     cached = x.get_spatial_cache(key)
     if cached is None:
-        ref = type(self).forward(self, x)  # the reference: parent coords, order, child -> parent map
+        ref = down.pool(x)  # the reference: parent coords, order, child -> parent map
         _, _, inverse = ref.get_spatial_cache(f"upsample_{f}")
         n_out = int(ref.coords.shape[0])
         table, denom = _child_table(inverse, n_out, f ** 3)

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from .. import fastpath
 from ..sparse import SparseTensor
 from .sc_vae import SparseUnetVaeDecoder, SparseUnetVaeEncoder
 
@@ -42,6 +43,7 @@ class FlexiDualGridVaeEncoder(SparseUnetVaeEncoder):
         super().__init__(6, model_channels, latent_channels, num_blocks, block_type, down_block_type, block_args,
                          use_fp16)
 
+    @fastpath.model_entry
     def forward(self, vertices: SparseTensor, intersected: SparseTensor, sample_posterior: bool = False,
                 return_raw: bool = False):
         if vertices.feats.shape[0] != intersected.feats.shape[0]:
@@ -85,6 +87,7 @@ class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
                                                          aabb=MESH_AABB, grid_size=self.resolution, train=train))
                 for g in grids]
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor, gt_intersected: Optional[SparseTensor] = None,
                 guide_subs: Optional[List[SparseTensor]] = None, return_subs: bool = False):
         """Meshes, or `(meshes, subs)` with `return_subs`.

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import fastpath
 from ..errors import UnknownModelClassError
 from ..modules.precision import convert_module_to_f16, convert_module_to_f32
 from ..sparse import SparseLinear, SparseTensor
@@ -49,7 +50,10 @@ def build_levels(model_channels: Sequence[int], num_blocks: Sequence[int], block
 
 
 class _ScVaeBase(nn.Module):
-    """`use_fp16`: the blocks' conv and linear weights are float16, the input/output layers and norms float32."""
+    """`use_fp16`: the blocks' conv and linear weights are float16, the input/output layers and norms float32.
+
+    The forwards are `fastpath.model_entry`s: the fast path converts the torso (`convert_to_fp16`) and runs
+    them in its precision scope; their convs reach the fast path's conv kernel through `SparseConv3d`."""
 
     blocks: nn.ModuleList
 
@@ -89,6 +93,7 @@ class SparseUnetVaeEncoder(_ScVaeBase):
         self.blocks = build_levels(model_channels, num_blocks, block_type, down_block_type, block_args)
         self._finish_init(use_fp16)
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor, sample_posterior: bool = False, return_raw: bool = False):
         """z (the posterior mean, or a sample of it), or `(z, mean, logvar)` with `return_raw`."""
         if x.feats.shape[-1] != self.in_channels:
@@ -166,6 +171,7 @@ class SparseUnetVaeDecoder(_ScVaeBase):
             return h, subs_gt, subs
         return (h, subs) if return_subs else h
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor, guide_subs: Optional[List[SparseTensor]] = None, return_subs: bool = False):
         return self.decode(x, guide_subs=guide_subs, return_subs=return_subs)
 

@@ -5,6 +5,7 @@ from typing import List
 
 import torch
 
+from .. import fastpath
 from ..sparse import SparseLinear, SparseTensor
 from .slat_vae_base import SparseTransformerBase, channel_layout
 
@@ -68,6 +69,7 @@ class SLatGaussianDecoder(SparseTransformerBase):
             out.append(g)
         return out
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor) -> list:
         return self.to_representation(self.torso_and_head(x))
 

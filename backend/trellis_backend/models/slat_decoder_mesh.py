@@ -5,6 +5,7 @@ from typing import Optional
 
 import torch.nn as nn
 
+from .. import fastpath
 from ..modules.precision import convert_module_to_f16, convert_module_to_f32, zero_module
 from ..representations.mesh import SparseFlexiCubesExtractor
 from ..sparse import SparseConv3d, SparseGroupNorm32, SparseLinear, SparseSiLU, SparseSubdivide, SparseTensor
@@ -71,6 +72,7 @@ class SLatMeshDecoder(SparseTransformerBase):
     def to_representation(self, feats: SparseTensor):
         return [self.mesh_extractor(feats[i], training=self.training) for i in range(feats.batch_size)]
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor):
         return self.to_representation(self.decode_features(x))
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 
+from .. import fastpath
 from ..sparse import SparseLinear, SparseTensor
 from .slat_vae_base import SparseTransformerBase, channel_layout
 
@@ -37,6 +38,7 @@ class SLatRadianceFieldDecoder(SparseTransformerBase):
             ))
         return out
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor) -> list:
         return self.to_representation(self.torso_and_head(x))
 

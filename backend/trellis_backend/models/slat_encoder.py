@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import fastpath
 from ..sparse import SparseLinear, SparseTensor
 from .slat_vae_base import SparseTransformerBase
 
@@ -18,6 +19,7 @@ class SLatEncoder(SparseTransformerBase):
         self.out_layer = SparseLinear(model_channels, 2 * latent_channels)
         self.finish_init(use_fp16)
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor, sample_posterior: bool = True, return_raw: bool = False):
         h = self.torso_and_head(x)
         mean, logvar = h.feats.chunk(2, dim=-1)

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import fastpath
 from ..modules.attention import VarLenContext
 from ..modules.embedders import AbsolutePositionEmbedder, TimestepEmbedder
 from ..modules.norm import LayerNorm32
@@ -49,14 +50,16 @@ class SparseResBlock3d(nn.Module):
         scale, shift = self.emb_layers(emb).type(x.dtype).chunk(2, dim=1)
         if self.updown is not None:
             x = self.updown(x)
-        h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
-        rows = h.batch_index
-        h = h.replace(self.norm2(h.feats) * (1 + scale[rows]) + shift[rows])
+        fast = fastpath.lookup(self)
+        h = self.conv1(x.replace(F.silu(fast.layer_norm(self.norm1, x.feats))))
+        h = h.replace(fast.modulated_norm(self.norm2, h.feats, shift, scale, h.batch_index))
         h = self.conv2(h.replace(F.silu(h.feats)))
         return h + self.skip_connection(x)
 
 
 class SLatFlowModel(nn.Module):
+    fast_path_flow = "sparse"  # fast-path capability: a flow forward(x, t, cond) over a SparseTensor
+
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
                  out_channels: int, num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64,
                  mlp_ratio: float = 4, patch_size: int = 2, num_io_res_blocks: int = 2,
@@ -130,6 +133,7 @@ class SLatFlowModel(nn.Module):
     def convert_to_fp32(self) -> None:
         self.convert_to(torch.float32)
 
+    @fastpath.model_entry
     def forward(self, x: SparseTensor, t: torch.Tensor, cond: Union[torch.Tensor, List[torch.Tensor]],
                 concat_cond: Optional[SparseTensor] = None) -> SparseTensor:
         """`cond`: `[B, L, C]` tokens or a list of B `[L_i, C]` tensors; `concat_cond`: extra input channels on

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import fastpath
 from ..modules.embedders import AbsolutePositionEmbedder, RotaryPositionEmbedder, TimestepEmbedder
 from ..modules.precision import convert_module_to, torso_dtype
 from ..modules.transformer import ModulatedTransformerCrossBlock
@@ -49,6 +50,7 @@ def grid_coords(grid: int) -> torch.Tensor:
 class SparseStructureFlowModel(nn.Module):
     # buffers computed in __init__ that released checkpoints do not carry (the loader tolerates them)
     DERIVED_BUFFERS = ("rope_phases",)
+    fast_path_flow = "dense"  # fast-path capability: a flow forward(x, t, cond) over a dense grid
 
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
                  out_channels: int, num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64,
@@ -119,6 +121,7 @@ class SparseStructureFlowModel(nn.Module):
             self._buffers["rope_phases"] = phases.to(device)
         return out
 
+    @fastpath.model_entry
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         expected = [x.shape[0], self.in_channels, *[self.resolution] * 3]
         if list(x.shape) != expected:

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import fastpath
 from ..modules.norm import ChannelLayerNorm32, GroupNorm32
 from ..modules.precision import convert_module_to_f16, convert_module_to_f32, zero_module
 
@@ -106,6 +107,7 @@ class SparseStructureEncoder(_HalfTorso, nn.Module):
         if use_fp16:
             self.convert_to_fp16()
 
+    @fastpath.model_entry
     def forward(self, x: torch.Tensor, sample_posterior: bool = False, return_raw: bool = False):
         h = self.input_layer(x).type(self.dtype)
         for block in self.blocks:
@@ -136,6 +138,7 @@ class SparseStructureDecoder(_HalfTorso, nn.Module):
         if use_fp16:
             self.convert_to_fp16()
 
+    @fastpath.model_entry
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.input_layer(x).type(self.dtype)
         h = self.middle_block(h)

@@ -8,6 +8,13 @@ the phases of their token grid, sparse models derive them from the voxel
 coordinates. Sparse self-attention is either full (per batch item) or windowed
 (Swin-style shifted cubic windows); sparse cross-attention takes a dense context
 `[B, L, C]` or per-item contexts of different lengths (`VarLenContext`).
+
+Where the CUDA fast path computes differently (q/k RMS norm, the condition's keys/values, items
+with a uniform condition, the varlen kernel) the forwards look it up in `trellis_backend.fastpath`;
+rotary phases are applied after the looked-up RMS norm. A `VarLenContext` is never treated as
+uniform and its keys/values are not cached (a condition list is packed anew at every call); its
+attention runs on the looked-up varlen kernel. A module with rope declares
+``fast_path_fusable = False`` (see `fastpath.fusable`).
 """
 from __future__ import annotations
 
@@ -18,7 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..sparse.attention import (sparse_cross_attention, sparse_self_attention, sparse_windowed_self_attention,
+from .. import fastpath
+from ..sparse.attention import (attend_per_item, sparse_cross_attention, sparse_windowed_self_attention,
                                 varlen_attention)
 from ..sparse.tensor import SparseTensor
 from .embedders import RotaryPositionEmbedder, apply_rotary
@@ -58,6 +66,16 @@ class VarLenContext:
         return VarLenContext(self.feats.type(dtype), self.lengths)
 
 
+def uniform_runs(flags):
+    """Consecutive runs `(start, stop, flag)` of equal per-item flags."""
+    runs, start = [], 0
+    for i in range(1, len(flags) + 1):
+        if i == len(flags) or flags[i] != flags[start]:
+            runs.append((start, i, flags[start]))
+            start = i
+    return runs
+
+
 class MultiHeadAttention(nn.Module):
     """Attention over dense tokens `[B, L, C]` (full self- or cross-attention)."""
 
@@ -78,6 +96,7 @@ class MultiHeadAttention(nn.Module):
         self.ctx_channels = ctx_channels if ctx_channels is not None else channels
         self._type = type
         self.use_rope = use_rope
+        self.fast_path_fusable = not use_rope
         self.qk_rms_norm = qk_rms_norm
         if type == "self":
             self.to_qkv = nn.Linear(channels, channels * 3, bias=qkv_bias)
@@ -101,20 +120,36 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None,
                 phases: Optional[torch.Tensor] = None) -> torch.Tensor:
         """`phases`: complex rotary phases `[L, head_dim / 2]` of the tokens (required with `use_rope`)."""
+        fast = fastpath.lookup(self)
         b, l, _ = x.shape
         if self._type == "self":
             q, k, v = self.to_qkv(x).reshape(b, l, 3, self.num_heads, -1).unbind(dim=2)
             if self.qk_rms_norm:
-                q, k = self.q_rms_norm(q), self.k_rms_norm(k)
+                q, k = fast.qk_rms_norm(self.q_rms_norm, q), fast.qk_rms_norm(self.k_rms_norm, k)
             if self.use_rope:
                 if phases is None:
                     raise ValueError("this attention uses rotary embeddings: pass the tokens' phases")
                 q, k = apply_rotary(q, phases), apply_rotary(k, phases)
-        else:
-            q = self.to_q(x).reshape(b, l, self.num_heads, -1)
-            if self.qk_rms_norm:
-                q = self.q_rms_norm(q)
-            k, v = self.context_kv(context)
+            return self._attend(q, k, v)
+        k, v = fast.context_kv(self, context)
+        uniform = fast.uniform_context(self, context)
+        if uniform is None:
+            return self._attend(self._query(fast, x), k, v)
+        # items whose context tokens are all equal: uniform softmax, the output is the value row
+        pieces = []
+        for start, stop, same in uniform_runs(uniform):
+            if same:
+                pieces += [self.to_out(v[i, 0].reshape(1, -1)).expand(1, l, -1) for i in range(start, stop)]
+            else:
+                pieces.append(self._attend(self._query(fast, x[start:stop]), k[start:stop], v[start:stop]))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+
+    def _query(self, fast, x: torch.Tensor) -> torch.Tensor:
+        q = self.to_q(x).reshape(x.shape[0], x.shape[1], self.num_heads, -1)
+        return fast.qk_rms_norm(self.q_rms_norm, q) if self.qk_rms_norm else q
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, l = q.shape[:2]
         h = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.to_out(h.transpose(1, 2).reshape(b, l, -1))
 
@@ -143,6 +178,7 @@ class SparseMultiHeadAttention(nn.Module):
         self.window_size = window_size
         self.shift_window = shift_window or 0
         self.use_rope = use_rope
+        self.fast_path_fusable = not use_rope
         self.qk_rms_norm = qk_rms_norm
         if type == "self":
             self.to_qkv = nn.Linear(channels, channels * 3, bias=qkv_bias)
@@ -166,40 +202,65 @@ class SparseMultiHeadAttention(nn.Module):
         return phases
 
     def forward(self, x: SparseTensor, context: Union[torch.Tensor, VarLenContext, None] = None) -> SparseTensor:
+        fast = fastpath.lookup(self)
         heads = self.num_heads
         if self._type == "self":
             qkv = self.to_qkv(x.feats).reshape(-1, 3, heads, self.channels // heads)
-            if self.qk_rms_norm or self.use_rope:
-                q, k, v = qkv.unbind(dim=1)
-                if self.qk_rms_norm:
-                    q, k = self.q_rms_norm(q), self.k_rms_norm(k)
-                if self.use_rope:
-                    phases = self.rope_phases(x)
-                    q, k = apply_rotary(q, phases), apply_rotary(k, phases)
-                qkv = torch.stack([q, k, v], dim=1)
-            qkv = x.replace(qkv)
-            if self.attn_mode == "full":
-                h = sparse_self_attention(qkv)
-            else:
-                h = sparse_windowed_self_attention(qkv, self.window_size, self.shift_window)
-        else:
-            q = self.to_q(x.feats).reshape(-1, heads, self.channels // heads)
+            q, k, v = qkv.unbind(dim=1)
             if self.qk_rms_norm:
-                q = self.q_rms_norm(q)
-            if isinstance(context, VarLenContext):
-                h = self._varlen_cross_attention(x.replace(q), context)
+                q, k = fast.qk_rms_norm(self.q_rms_norm, q), fast.qk_rms_norm(self.k_rms_norm, k)
+            if self.use_rope:
+                phases = self.rope_phases(x)
+                q, k = apply_rotary(q, phases), apply_rotary(k, phases)
+            if self.attn_mode == "full":
+                h = attend_per_item(x, q, k, v, kernel=fast.varlen_attention)
             else:
-                h = sparse_cross_attention(x.replace(q), self.context_kv(context))
-        return x.replace(self.to_out(h.feats.reshape(h.feats.shape[0], -1)))
+                if self.qk_rms_norm or self.use_rope:
+                    qkv = torch.stack([q, k, v], dim=1)
+                h = sparse_windowed_self_attention(x.replace(qkv), self.window_size, self.shift_window,
+                                                   kernel=fast.varlen_attention).feats
+        elif isinstance(context, VarLenContext):
+            h = self._varlen_cross_attention(fast, x, context)
+        else:
+            kv = fast.context_kv(self, context)
+            uniform = fast.uniform_context(self, context)
+            if uniform is not None and x.feats.shape[0] > 0:
+                return x.replace(self._cross_skipping_uniform(fast, x, kv, uniform))
+            q = x.replace(self._query(fast, x.feats))
+            h = sparse_cross_attention(q, kv, kernel=fast.varlen_attention).feats
+        return x.replace(self.to_out(h.reshape(h.shape[0], -1)))
 
-    def _varlen_cross_attention(self, q: SparseTensor, context: VarLenContext) -> SparseTensor:
-        """Each batch item's voxels attend to its own run of context tokens."""
-        if context.batch_size != q.batch_size:
-            raise ValueError(f"{context.batch_size} conditions for a batch of {q.batch_size}")
+    def _query(self, fast, feats: torch.Tensor) -> torch.Tensor:
+        q = self.to_q(feats).reshape(-1, self.num_heads, self.channels // self.num_heads)
+        return fast.qk_rms_norm(self.q_rms_norm, q) if self.qk_rms_norm else q
+
+    def _cross_skipping_uniform(self, fast, x: SparseTensor, kv: torch.Tensor, uniform) -> torch.Tensor:
+        """Cross-attention output rows; items whose context tokens are all equal take their value row."""
+        layout, lc = x.layout, kv.shape[1]
+        pieces = []
+        for start, stop, same in uniform_runs(uniform):
+            if same:
+                for i in range(start, stop):
+                    rows = layout[i].stop - layout[i].start
+                    pieces.append(self.to_out(kv[i, 0, 1].reshape(1, -1)).expand(rows, -1))
+                continue
+            feats = x.feats[layout[start].start:layout[stop - 1].stop]
+            k, v = kv[start:stop].reshape((stop - start) * lc, *kv.shape[2:]).unbind(dim=1)
+            lens = [layout[i].stop - layout[i].start for i in range(start, stop)]
+            h = varlen_attention(self._query(fast, feats), k, v, lens, [lc] * len(lens), kernel=fast.varlen_attention)
+            pieces.append(self.to_out(h.reshape(h.shape[0], -1)))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+
+    def _varlen_cross_attention(self, fast, x: SparseTensor, context: VarLenContext) -> torch.Tensor:
+        """Each batch item's voxels attend to its own run of context tokens (never a uniform-context skip;
+        keys/values computed per call, a packed condition list being a new tensor every call)."""
+        if context.batch_size != x.batch_size:
+            raise ValueError(f"{context.batch_size} conditions for a batch of {x.batch_size}")
         k, v = self.to_kv(context.feats).reshape(context.feats.shape[0], 2, self.num_heads, -1).unbind(dim=1)
         if self.qk_rms_norm:
             k = self.k_rms_norm(k)
-        return q.replace(varlen_attention(q.feats, k, v, q.seqlens, context.lengths))
+        return varlen_attention(self._query(fast, x.feats), k, v, x.seqlens, context.lengths,
+                                kernel=fast.varlen_attention)
 
     def context_kv(self, context: torch.Tensor) -> torch.Tensor:
         """Cross-attention keys and values of the dense context `[B, Lc, ctx]` as `[B, Lc, 2, H, D]` (keys

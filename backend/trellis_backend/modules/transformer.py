@@ -5,6 +5,11 @@ MLP) from the timestep embedding; cross blocks add cross-attention to the
 condition tokens behind an affine LayerNorm. With `share_mod` the model computes
 the modulation once for all blocks; TRELLIS.2 then adds a learned per-block
 offset (`modulation_offset=True`: parameter `modulation`, 6·C).
+
+The norms, modulation, gated residuals and the MLP go through `trellis_backend.fastpath`
+lookups (plain torch maths unless the fast path fuses them). A block with TRELLIS.2's rope or
+modulation offset declares ``fast_path_fusable = False``: the fast path then serves it without
+the fused maths (`fastpath.fusable`).
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
+from .. import fastpath
 from ..sparse.tensor import SparseTensor
 from .attention import MultiHeadAttention, SparseMultiHeadAttention
 from .norm import LayerNorm32
@@ -25,7 +31,7 @@ class FeedForwardNet(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x)
+        return fastpath.lookup(self).mlp(self.mlp, x)
 
 
 def _adaln(block: nn.Module, mod: torch.Tensor):
@@ -72,16 +78,17 @@ class ModulatedTransformerCrossBlock(nn.Module):
                                              qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm_cross)
         self.mlp = FeedForwardNet(channels, mlp_ratio)
         _add_modulation(self, channels, share_mod, modulation_offset)
+        self.fast_path_fusable = not (use_rope or self.modulation_offset)  # fused kernels: TRELLIS maths only
 
     def forward(self, x: torch.Tensor, mod: torch.Tensor, context: torch.Tensor,
                 phases: Optional[torch.Tensor] = None) -> torch.Tensor:
         """`phases`: the tokens' rotary phases when the self-attention uses rope."""
+        fast = fastpath.lookup(self)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _adaln(self, mod)
-        h = self.norm1(x) * (1 + scale_msa.unsqueeze(1)) + shift_msa.unsqueeze(1)
-        x = x + (self.self_attn(h, phases=phases) if phases is not None else self.self_attn(h)) * gate_msa.unsqueeze(1)
-        x = x + self.cross_attn(self.norm2(x), context)
-        h = self.norm3(x) * (1 + scale_mlp.unsqueeze(1)) + shift_mlp.unsqueeze(1)
-        return x + self.mlp(h) * gate_mlp.unsqueeze(1)
+        h = fast.modulated_norm(self.norm1, x, shift_msa, scale_msa)
+        x, h = fast.residual_norm(self.norm2, x, self.self_attn(h, phases=phases), gate_msa)
+        x, h = fast.residual_norm(self.norm3, x, self.cross_attn(h, context), shift=shift_mlp, scale=scale_mlp)
+        return fast.gated_residual(x, self.mlp(h), gate_mlp)
 
 
 class SparseFeedForwardNet(nn.Module):
@@ -90,7 +97,7 @@ class SparseFeedForwardNet(nn.Module):
         self.mlp = FeedForwardNet(channels, mlp_ratio).mlp  # same keys: mlp.0 / mlp.2
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.replace(self.mlp(x.feats))
+        return x.replace(fastpath.lookup(self).mlp(self.mlp, x.feats))
 
 
 class SparseTransformerBlock(nn.Module):
@@ -107,10 +114,13 @@ class SparseTransformerBlock(nn.Module):
                                              shift_window=shift_window, qkv_bias=qkv_bias, use_rope=use_rope,
                                              qk_rms_norm=qk_rms_norm)
         self.mlp = SparseFeedForwardNet(channels, mlp_ratio)
+        self.fast_path_fusable = not use_rope
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        x = x + self.attn(x.replace(self.norm1(x.feats)))
-        return x + self.mlp(x.replace(self.norm2(x.feats)))
+        fast = fastpath.lookup(self)
+        feats, h = x.feats, fast.layer_norm(self.norm1, x.feats)
+        feats, h = fast.residual_norm(self.norm2, feats, self.attn(x.replace(h)).feats)
+        return x.replace(feats + self.mlp(x.replace(h)).feats)
 
 
 class ModulatedSparseTransformerCrossBlock(nn.Module):
@@ -134,13 +144,16 @@ class ModulatedSparseTransformerCrossBlock(nn.Module):
                                                    qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm_cross)
         self.mlp = SparseFeedForwardNet(channels, mlp_ratio)
         _add_modulation(self, channels, share_mod, modulation_offset)
+        self.fast_path_fusable = not (use_rope or self.modulation_offset)  # fused kernels: TRELLIS maths only
 
     def forward(self, x: SparseTensor, mod: torch.Tensor, context) -> SparseTensor:
         """`context`: dense condition tokens `[B, L, C]` or a `VarLenContext`."""
+        fast = fastpath.lookup(self)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _adaln(self, mod)
         rows = x.batch_index
-        h = self.norm1(x.feats) * (1 + scale_msa[rows]) + shift_msa[rows]
-        feats = x.feats + self.self_attn(x.replace(h)).feats * gate_msa[rows]
-        feats = feats + self.cross_attn(x.replace(self.norm2(feats)), context).feats
-        h = self.norm3(feats) * (1 + scale_mlp[rows]) + shift_mlp[rows]
-        return x.replace(feats + self.mlp.mlp(h) * gate_mlp[rows])
+        h = fast.modulated_norm(self.norm1, x.feats, shift_msa, scale_msa, rows)
+        feats, h = fast.residual_norm(self.norm2, x.feats, self.self_attn(x.replace(h)).feats, gate_msa,
+                                      batch_index=rows)
+        feats, h = fast.residual_norm(self.norm3, feats, self.cross_attn(x.replace(h), context).feats,
+                                      shift=shift_mlp, scale=scale_mlp, batch_index=rows)
+        return x.replace(fast.gated_residual(feats, self.mlp(x.replace(h)).feats, gate_mlp, rows))

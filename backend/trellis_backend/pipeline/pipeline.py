@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
-import types
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -33,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .. import settings
 from ..errors import BadInputError, CheckpointMismatchError, MissingFileError, TrellisError
 from .options import check_name, normalize_formats
 from .samplers import build_sampler
@@ -135,8 +134,8 @@ def resolve_model_ref(folder: Path, ref: str, models_root: Optional[Path] = None
         roots = []
         if models_root is not None:
             roots.append(Path(models_root))
-        if os.environ.get("TRELLIS_MODELS_ROOT"):
-            roots.append(Path(os.environ["TRELLIS_MODELS_ROOT"]))
+        if settings.current().models_root:
+            roots.append(Path(settings.current().models_root))
         roots += [folder.parent.parent, folder.parent]
         for root in dict.fromkeys(roots):
             for cand in (root / ref, root / repo / rest):
@@ -189,36 +188,19 @@ def model_input_dtype(model: torch.nn.Module) -> torch.dtype:
 
 
 def attach_fast_path(pipeline) -> Optional[Any]:
-    """The CUDA fast path's hook for `pipeline`: an object with ``stage(name)`` (a context manager around a
-    sampling stage) and ``detach()``; None on the CPU, with TRELLIS_ACCEL=0, or when it cannot start (then a
-    warning; the plain path still works).
-
-    Adapts today's `accel.maybe_enable` to that shape (its stage hook frees the stage-2 CUDA graphs before
-    the decoders); `accel.attach(pipeline)` takes this function's place when it lands.
-    """
+    """The CUDA fast path's hook for `pipeline` (`accel.attach`: ``stage(name)``, ``add(model)``, ``detach()``);
+    None on the CPU, with TRELLIS_ACCEL=0, or when it cannot start (then a warning: the plain path still works)."""
     if pipeline.device.type != "cuda":
         return None
     try:
-        from ..accel import maybe_enable
+        from ..accel import attach
     except ImportError:
         return None
     try:
-        accelerator = maybe_enable(pipeline)
+        return attach(pipeline)
     except Exception as e:  # the plain path still works
         warnings.warn(f"CUDA fast path disabled: {type(e).__name__}: {e}")
         return None
-    if accelerator is None:
-        return None
-
-    @contextlib.contextmanager
-    def stage(name: str):
-        try:
-            yield
-        finally:  # stage-2 graphs hold this voxel set's activations: free them before the decoders
-            if name == "slat" and accelerator.active:
-                accelerator.release_graphs(sparse_only=True)
-
-    return types.SimpleNamespace(stage=stage, detach=accelerator.disable, accelerator=accelerator)
 
 
 # ------------------------------------------------------------------------ pipeline
@@ -301,6 +283,8 @@ class TrellisPipeline:
                                                                   self.allow_network)
             self.model_paths[key] = path
             self.models[key] = _load_model(path, self.device, self.dtype).eval()
+            if self.fast_path is not None:  # a model loaded after the first stage joins the fast path now
+                self.fast_path.add(self.models[key])
         return self.models[key]
 
     def precision(self):

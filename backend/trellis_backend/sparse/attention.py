@@ -2,37 +2,24 @@
 
 Variable-length groups (batch items, or windows) are packed into a padded
 batch with a key-padding mask, so one SDPA call serves them all; groups that
-are all the same length skip the mask. On CUDA a registered varlen kernel
-(`register_varlen_kernel`, e.g. `trellis_kernels.varlen_attention`, set by
-`trellis_backend.accel`) serves ragged groups and windows instead of the padded
-SDPA; equal-length groups stay on SDPA (cuDNN/flash).
+are all the same length skip the mask. A varlen `kernel` (the fast path's
+`trellis_kernels.varlen_attention`, looked up by the attention modules in
+`trellis_backend.fastpath`) serves ragged groups and windows of CUDA tensors
+instead of the padded SDPA; equal-length groups stay on SDPA (cuDNN/flash).
+A kernel is `fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> [Tq, H, C]`.
 """
 from __future__ import annotations
 
-import math
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .tensor import SparseTensor
 
-# optional CUDA kernel: fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> [Tq, H, C]
-_varlen_kernel = None
 
-
-def register_varlen_kernel(fn) -> None:
-    """Let an accelerated varlen attention serve ragged groups of CUDA tensors (None: padded SDPA again)."""
-    global _varlen_kernel
-    _varlen_kernel = fn
-
-
-def get_varlen_kernel():
-    return _varlen_kernel
-
-
-def _use_kernel(x: torch.Tensor) -> bool:
-    return _varlen_kernel is not None and x.is_cuda
+def _use_kernel(kernel: Optional[Callable], x: torch.Tensor) -> bool:
+    return kernel is not None and x.is_cuda
 
 
 def _cu_seqlens(lengths: torch.Tensor) -> torch.Tensor:
@@ -55,8 +42,11 @@ def _group_positions(lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     q_lens: Sequence[int], kv_lens: Sequence[int]) -> torch.Tensor:
-    """Attention of consecutive groups of queries `[Tq, H, C]` on their own keys/values `[Tk, H, C]`."""
+                     q_lens: Sequence[int], kv_lens: Sequence[int], kernel: Optional[Callable] = None,
+                     cu_seqlens: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """Attention of consecutive groups of queries `[Tq, H, C]` on their own keys/values `[Tk, H, C]`.
+
+    Ragged CUDA groups go to `kernel` when given, with `cu_seqlens` (q, k) when the caller keeps them."""
     n = len(q_lens)
     if n == 0 or q.shape[0] == 0:
         return q.new_zeros(q.shape[0], q.shape[1], v.shape[-1])
@@ -66,10 +56,13 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         vb = v.reshape(n, kv_lens[0], *v.shape[1:]).transpose(1, 2)
         out = F.scaled_dot_product_attention(qb, kb, vb)
         return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], v.shape[-1])
+    if _use_kernel(kernel, q):
+        if cu_seqlens is None:
+            cu_seqlens = (_cu_seqlens(torch.as_tensor(list(q_lens), device=q.device)),
+                          _cu_seqlens(torch.as_tensor(list(kv_lens), device=q.device)))
+        return kernel(q, k, v, cu_seqlens[0], cu_seqlens[1], max(q_lens), max(kv_lens))
     ql = torch.as_tensor(list(q_lens), device=q.device)
     kl = torch.as_tensor(list(kv_lens), device=q.device)
-    if _use_kernel(q):
-        return _varlen_kernel(q, k, v, _cu_seqlens(ql), _cu_seqlens(kl), max(q_lens), max(kv_lens))
     qg, qp = _group_positions(ql)
     kg, kp = _group_positions(kl)
     lq, lk = max(q_lens), max(kv_lens)
@@ -81,18 +74,43 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out.transpose(1, 2)[qg, qp]
 
 
-def sparse_self_attention(qkv: SparseTensor) -> SparseTensor:
+def _cached_cu_seqlens(x: SparseTensor, key: str, lens: Sequence[int]) -> torch.Tensor:
+    """cu_seqlens of `lens` on x's device, kept in x's spatial cache: no host->device copy per call, so the
+    ragged kernel path stays capturable in a CUDA graph."""
+    cu = x.get_spatial_cache(key)
+    if cu is None or cu.device != x.device:
+        offsets = [0]
+        for n in lens:
+            offsets.append(offsets[-1] + n)
+        cu = torch.tensor(offsets, dtype=torch.int32, device=x.device)
+        x.register_spatial_cache(key, cu)
+    return cu
+
+
+def attend_per_item(x: SparseTensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: int = 0,
+                    kernel: Optional[Callable] = None) -> torch.Tensor:
+    """Attention of each batch item's rows of `q` `[T, H, C]` on its own rows of k/v (`kv_len=0`: self-attention
+    over x's voxels) or on `kv_len` context rows per item (cross-attention); `[T, H, C]`."""
+    lens = x.seqlens
+    kv_lens = [kv_len] * len(lens) if kv_len else lens
+    cu = None
+    if len(set(lens)) > 1 and _use_kernel(kernel, q):  # the ragged kernel path: cu_seqlens once per voxel set
+        cu_q = _cached_cu_seqlens(x, "attn_cu_seqlens", lens)
+        cu = (cu_q, _cached_cu_seqlens(x, f"attn_cu_seqlens_kv{kv_len}", kv_lens) if kv_len else cu_q)
+    return varlen_attention(q, k, v, lens, kv_lens, kernel=kernel, cu_seqlens=cu)
+
+
+def sparse_self_attention(qkv: SparseTensor, kernel: Optional[Callable] = None) -> SparseTensor:
     """Full self-attention within each batch item; `qkv.feats` is `[T, 3, H, C]`."""
     q, k, v = qkv.feats.unbind(dim=1)
-    lens = qkv.seqlens
-    return qkv.replace(varlen_attention(q, k, v, lens, lens))
+    return qkv.replace(attend_per_item(qkv, q, k, v, kernel=kernel))
 
 
-def sparse_cross_attention(q: SparseTensor, kv: torch.Tensor) -> SparseTensor:
+def sparse_cross_attention(q: SparseTensor, kv: torch.Tensor, kernel: Optional[Callable] = None) -> SparseTensor:
     """Each batch item's voxels attend to its dense context `kv` `[B, L, 2, H, C]`."""
     b, l = kv.shape[:2]
     k, v = kv.reshape(b * l, *kv.shape[2:]).unbind(dim=1)
-    return q.replace(varlen_attention(q.feats, k, v, q.seqlens, [l] * b))
+    return q.replace(attend_per_item(q, q.feats, k, v, kv_len=l, kernel=kernel))
 
 
 def window_partition(x: SparseTensor, window_size: int, shift: int):
@@ -118,19 +136,20 @@ def window_partition(x: SparseTensor, window_size: int, shift: int):
     return result
 
 
-def sparse_windowed_self_attention(qkv: SparseTensor, window_size: int, shift: int) -> SparseTensor:
+def sparse_windowed_self_attention(qkv: SparseTensor, window_size: int, shift: int,
+                                   kernel: Optional[Callable] = None) -> SparseTensor:
     """Self-attention inside non-overlapping cubic windows (Swin-style shift by `shift` voxels)."""
     if qkv.feats.shape[0] == 0:
         return qkv.replace(qkv.feats[:, 0])
     order, group, pos, n_groups, max_len, lengths = window_partition(qkv, window_size, shift)
     q, k, v = qkv.feats[order].unbind(dim=1)
-    if _use_kernel(q):
+    if _use_kernel(kernel, q):
         key = f"window_{window_size}_{shift}_cu"
         cu = qkv.get_spatial_cache(key)
         if cu is None:
             cu = _cu_seqlens(lengths)
             qkv.register_spatial_cache(key, cu)
-        out = _varlen_kernel(q, k, v, cu, cu, max_len, max_len)
+        out = kernel(q, k, v, cu, cu, max_len, max_len)
         result = torch.empty_like(out)
         result[order] = out
         return qkv.replace(result)

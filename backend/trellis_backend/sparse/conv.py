@@ -21,9 +21,10 @@ The naming changes nothing else. Backends:
   torch's own convolutions.
 - `spconv`: spconv's SubMConv3d where importable (its CPU path refuses a fused
   bias, so the bias is added afterwards).
-Select with `set_conv_backend()` or the env var `TRELLIS_CONV_BACKEND`.
-`auto` picks, on CUDA, a registered fast kernel (trellis_kernels' Triton conv),
-else spconv when importable, else torch; on CPU always torch.
+Select with `set_conv_backend()` or `TRELLIS_CONV_BACKEND` (`trellis_backend.settings`).
+`auto` picks, on CUDA, the fast path's kernel where one serves this layer
+(`trellis_backend.fastpath`: trellis_kernels' Triton conv), else spconv when
+importable, else torch; on CPU always torch.
 
 Two facts of spconv that the released weights and the reference depend on:
 - a 1×1×1 submanifold conv is computed as `feats @ weight.view(in, out)`
@@ -39,36 +40,30 @@ from __future__ import annotations
 import contextlib
 
 import math
-import os
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
+from .. import fastpath, settings
 from .neighbors import (build_neighbor_map, children_neighbor_map, padded_neighbor_index, subdivided_neighbor_map,
                         subdivision_tables)
 from .tensor import SparseTensor
 
-_BACKEND = os.environ.get("TRELLIS_CONV_BACKEND", "auto")
-_VALID = ("auto", "torch", "spconv")  # "fast" is chosen by auto only
-_fast_kernel = None  # optional CUDA kernel hook: fn(feats, nbr, weight[K,in,out], bias) -> out
+_VALID = settings.CONV_BACKENDS  # "fast" is chosen by auto only
+_BACKEND: Optional[str] = None  # set_conv_backend's choice; None: the settings' conv_backend
 
 
-def set_conv_backend(name: str) -> None:
-    if name not in _VALID:
+def set_conv_backend(name: Optional[str]) -> None:
+    """Use backend `name` from now on (None: back to `TRELLIS_CONV_BACKEND`'s choice)."""
+    if name is not None and name not in _VALID:
         raise ValueError(f"unknown sparse conv backend {name!r}; choose one of {_VALID}")
     global _BACKEND
     _BACKEND = name
 
 
 def get_conv_backend() -> str:
-    return _BACKEND
-
-
-def register_fast_kernel(fn) -> None:
-    """Let an accelerated implementation (e.g. trellis_kernels' Triton conv) serve CUDA tensors."""
-    global _fast_kernel
-    _fast_kernel = fn
+    return _BACKEND if _BACKEND is not None else settings.current().conv_backend
 
 
 def spconv_available() -> bool:
@@ -79,11 +74,12 @@ def spconv_available() -> bool:
         return False
 
 
-def _resolve_backend(device: torch.device) -> str:
-    if _BACKEND != "auto":
-        return _BACKEND
+def _resolve_backend(device: torch.device, fast_kernel: bool) -> str:
+    backend = get_conv_backend()
+    if backend != "auto":
+        return backend
     if device.type == "cuda":
-        if _fast_kernel is not None:
+        if fast_kernel:
             return "fast"
         return "spconv" if spconv_available() else "torch"
     return "torch"
@@ -384,11 +380,12 @@ class SparseConv3d(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         weight, bias = self.kernel_params()
-        backend = _resolve_backend(x.device)
+        kernel = fastpath.lookup(self).sparse_conv
+        backend = _resolve_backend(x.device, kernel is not None)
         if self.kernel_size != 1 and backend in ("fast", "spconv"):
             feats = x.feats.to(weight.dtype) if x.feats.dtype != weight.dtype else x.feats
             if backend == "fast":
-                return x.replace(_fast_kernel(feats, self.neighbor_map(x), weight, bias))
+                return x.replace(kernel(feats, self.neighbor_map(x), weight, bias))
             return x.replace(self._spconv_forward(x, feats))
         # torch backend and 1×1 convs: one dtype throughout (autocast's where it is on)
         dtype = _compute_dtype(x.feats, weight)

@@ -7,6 +7,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .. import fastpath
 from .tensor import SparseTensor
 
 
@@ -41,7 +42,8 @@ class SparseDownsample(nn.Module):
     Matches the reference exactly, including its reduction: a scatter-mean into
     a zero-initialised buffer that counts the zero itself, i.e. sum / (n + 1).
     The output is ordered by (batch, x, y, z); the parents are found once per coordinate set
-    (spatial cache) and the map back is cached for `SparseUpsample`.
+    (spatial cache) and the map back is cached for `SparseUpsample`. The fast path may serve the
+    pooling (`trellis_backend.fastpath`'s ``downsample``); `pool` is this reference.
     """
 
     def __init__(self, factor: int):
@@ -49,6 +51,10 @@ class SparseDownsample(nn.Module):
         self.factor = factor
 
     def forward(self, x: SparseTensor) -> SparseTensor:
+        return fastpath.lookup(self).downsample(self, x)
+
+    def pool(self, x: SparseTensor) -> SparseTensor:
+        """The reference's scatter-mean into the parent voxels."""
         f = self.factor
         new_coords, inverse = parent_voxels(x, f)
         feats = x.feats

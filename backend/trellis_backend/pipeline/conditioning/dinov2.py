@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ... import settings
 from ...errors import CheckpointMismatchError, MissingFileError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -211,7 +212,7 @@ def checkpoint_search_paths(name: str, model_folder: Optional[Path] = None,
     fname = DINOV2_VARIANTS[name][4]
     stems = [fname, fname.replace(".pth", ".safetensors")]
     dirs: List[Path] = []
-    env = os.environ.get("TRELLIS_DINOV2_CHECKPOINT")
+    env = settings.current().dinov2_checkpoint
     out: List[Path] = [Path(env)] if env else []
     if model_folder is not None:
         dirs += [Path(model_folder), Path(model_folder) / "ckpts"]
