@@ -57,20 +57,39 @@ def triangle_planes(tris: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 class _QuadricSum:
-    """Per-voxel 4x4 quadric sums (float64), fed in batches of (voxel row, weighted quadric)."""
+    """Per-voxel 4x4 quadric sums (float64), fed in batches of (voxel rows, quadric table, table rows).
 
-    def __init__(self, n: int):
+    Contributions are buffered and summed with one bincount per matrix entry every few million,
+    so many small batches (one per large triangle) stay cheap.
+    """
+
+    def __init__(self, n: int, flush_at: int = 1 << 22):
         self.n = n
+        self.flush_at = flush_at
         self.upper = np.zeros((len(_IU[0]), n), np.float64)
+        self.pending = []
+        self.pending_size = 0
 
-    def add(self, rows: np.ndarray, quadrics: np.ndarray, weight: float = 1.0):
+    def add(self, rows: np.ndarray, table: np.ndarray, index: np.ndarray, weight: float = 1.0):
+        """Add ``weight * table[index[k]]`` to voxel ``rows[k]`` for every k."""
         if rows.size == 0:
             return
-        q = quadrics[:, _IU[0], _IU[1]].astype(np.float64) * weight
-        for k in range(q.shape[1]):
-            self.upper[k] += np.bincount(rows, weights=q[:, k], minlength=self.n)
+        self.pending.append((rows, table, index, weight))
+        self.pending_size += rows.size
+        if self.pending_size >= self.flush_at:
+            self._flush()
+
+    def _flush(self):
+        if not self.pending:
+            return
+        rows = np.concatenate([p[0] for p in self.pending])
+        for k, (i, j) in enumerate(zip(*_IU)):
+            vals = np.concatenate([p[1][p[2], i, j].astype(np.float64) * p[3] for p in self.pending])
+            self.upper[k] += np.bincount(rows, weights=vals, minlength=self.n)
+        self.pending, self.pending_size = [], 0
 
     def matrices(self) -> np.ndarray:
+        self._flush()
         out = np.zeros((self.n, 4, 4), np.float64)
         out[:, _IU[0], _IU[1]] = self.upper.T
         out[:, _IU[1], _IU[0]] = self.upper.T
@@ -78,7 +97,7 @@ class _QuadricSum:
 
 
 def _face_overlaps(tris: np.ndarray, normals: np.ndarray, voxel_size: np.ndarray, grid_size: np.ndarray,
-                   lookup: VoxelLookup, chunk: int = 1 << 21, big: int = 1 << 14):
+                   lookup: VoxelLookup, chunk: int = 1 << 21, big: int = 1 << 12):
     """(triangle, voxel row) pairs where the triangle overlaps an existing voxel (the reference's
     float32 plane + three projection tests), yielded in batches."""
     vs = voxel_size.astype(np.float32)
@@ -134,18 +153,20 @@ def _face_overlaps(tris: np.ndarray, normals: np.ndarray, voxel_size: np.ndarray
         ok = passes(owner, cells)
         yield owner[ok], rows[ok]
         start = stop
-    # big boxes (large triangles): test only the existing voxels inside the box
+    # big boxes (large triangles): test only the existing voxels inside the box; keys are x-major,
+    # so the voxels of the box's x slab are one contiguous run of the sorted keys
     if np.any(volume > big):
-        coords = np.empty((len(lookup.order), 3), np.int64)
         keys = lookup.sorted_keys
-        coords[lookup.order, 2] = keys % grid_size[2]
-        coords[lookup.order, 1] = (keys // grid_size[2]) % grid_size[1]
-        coords[lookup.order, 0] = keys // (grid_size[2] * grid_size[1])
+        plane = int(grid_size[1] * grid_size[2])
         for t in np.nonzero(volume > big)[0]:
-            rows = np.nonzero(np.all((coords >= bb_min[t]) & (coords < bb_max[t]), axis=1))[0]
+            lo, hi = np.searchsorted(keys, [bb_min[t, 0] * plane, bb_max[t, 0] * plane])
+            slab = keys[lo:hi]
+            cells = np.stack([slab // plane, (slab // grid_size[2]) % grid_size[1], slab % grid_size[2]], axis=1)
+            inside = np.all((cells[:, 1:] >= bb_min[t, 1:]) & (cells[:, 1:] < bb_max[t, 1:]), axis=1)
+            rows, cells = lookup.order[lo:hi][inside], cells[inside]
             if rows.size:
                 tri_ids = np.full(rows.size, t)
-                ok = passes(tri_ids, coords[rows])
+                ok = passes(tri_ids, cells)
                 yield tri_ids[ok], rows[ok]
 
 
@@ -312,18 +333,18 @@ def _dual_grid_quadrics(vertices, faces, grid_size, aabb, face_weight, boundary_
 
     normals, plane_q = triangle_planes(tris)
     qsum = _QuadricSum(n)
-    qsum.add(voxel_of_hit, plane_q[np.repeat(crossings.triangle, 4)])
+    qsum.add(voxel_of_hit, plane_q, np.repeat(crossings.triangle, 4))
     lookup = VoxelLookup(coords, size)
     if face_weight > 0:
         for tri_ids, rows in _face_overlaps(tris, normals, vs, size, lookup):
-            qsum.add(rows, plane_q[tri_ids])
+            qsum.add(rows, plane_q, tri_ids)
     if boundary_weight > 0:
         p0, p1 = _boundary_segments(v, f)
         if len(p0):
             segs, cells, line_q, _ = _boundary_walks(p0, p1, vs)
             rows = lookup.find(cells)
             has = rows >= 0
-            qsum.add(rows[has], line_q[segs[has]], weight=float(np.float32(boundary_weight)))
+            qsum.add(rows[has], line_q, segs[has], weight=float(np.float32(boundary_weight)))
     q = qsum.matrices()
     if regularization_weight > 0 and n:
         p = mean / count[:, None]
