@@ -15,8 +15,8 @@ import numpy as np
 def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, budget: int = 1 << 22) -> Tuple[np.ndarray, np.ndarray]:
     """(face id int32 [size, size], -1 where no triangle; barycentrics float32 [size, size, 3]).
 
-    ``uvs`` float [V, 2] (glTF convention), ``faces`` int [F, 3] indexing them. Triangles are handled in
-    batches of similar bounding-box size so the work stays proportional to their covered area.
+    ``uvs`` float [V, 2] (glTF convention), ``faces`` int [F, 3] indexing them. Each triangle tests the
+    texel centres of its bounding box, about ``budget`` candidates at a time.
     """
     face_id = np.full((size, size), -1, np.int32)
     bary = np.zeros((size, size, 3), np.float32)
@@ -26,33 +26,28 @@ def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, budget: int = 1 
     lo = np.clip(np.ceil(p.min(axis=1) - 1e-9), 0, size - 1).astype(np.int64)
     hi = np.clip(np.floor(p.max(axis=1) + 1e-9), 0, size - 1).astype(np.int64)
     ext = np.maximum(hi - lo + 1, 0)
-    valid = np.all(p.max(axis=1) >= -1e-9, axis=1) & np.all(p.min(axis=1) <= size - 1 + 1e-9, axis=1)
-    span = np.where(valid, ext.max(axis=1), 0)
     a, b, c = p[:, 0], p[:, 1], p[:, 2]
     den = (b[:, 1] - c[:, 1]) * (a[:, 0] - c[:, 0]) + (c[:, 0] - b[:, 0]) * (a[:, 1] - c[:, 1])
-    cap_prev = 0
-    cap = 2
-    while cap_prev < size:
-        sel = np.nonzero((span > cap_prev) & (span <= cap) & (np.abs(den) > 1e-12))[0]
-        per_batch = max(1, budget // (cap * cap))
-        oy, ox = np.meshgrid(np.arange(cap), np.arange(cap), indexing="ij")
-        for s in range(0, len(sel), per_batch):
-            ids = sel[s:s + per_batch]
-            px = lo[ids, 0, None, None] + ox[None]
-            py = lo[ids, 1, None, None] + oy[None]
-            ax, ay = a[ids, 0, None, None], a[ids, 1, None, None]
-            bx, by = b[ids, 0, None, None], b[ids, 1, None, None]
-            cx, cy = c[ids, 0, None, None], c[ids, 1, None, None]
-            d = den[ids, None, None]
-            w0 = ((by - cy) * (px - cx) + (cx - bx) * (py - cy)) / d
-            w1 = ((cy - ay) * (px - cx) + (ax - cx) * (py - cy)) / d
-            w2 = 1 - w0 - w1
-            eps = -1e-7
-            inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps) & (px <= hi[ids, 0, None, None]) & (py <= hi[ids, 1, None, None])
-            k, yy, xx = np.nonzero(inside)
-            face_id[py[k, yy, xx], px[k, yy, xx]] = ids[k]
-            bary[py[k, yy, xx], px[k, yy, xx]] = np.stack([w0[k, yy, xx], w1[k, yy, xx], w2[k, yy, xx]], axis=1)
-        cap_prev, cap = cap, min(cap * 2, size)
+    area = np.where(np.abs(den) > 1e-12, ext[:, 0] * ext[:, 1], 0)
+    todo = np.nonzero(area > 0)[0]
+    csum = np.cumsum(area[todo])
+    start = 0
+    while start < len(todo):
+        stop = max(int(np.searchsorted(csum, (csum[start - 1] if start else 0) + budget, side="right")), start + 1)
+        ids = todo[start:stop]
+        counts = area[ids]
+        owner = np.repeat(ids, counts)
+        local = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        px = lo[owner, 0] + local % ext[owner, 0]
+        py = lo[owner, 1] + local // ext[owner, 0]
+        w0 = ((b[owner, 1] - c[owner, 1]) * (px - c[owner, 0]) + (c[owner, 0] - b[owner, 0]) * (py - c[owner, 1])) / den[owner]
+        w1 = ((c[owner, 1] - a[owner, 1]) * (px - c[owner, 0]) + (a[owner, 0] - c[owner, 0]) * (py - c[owner, 1])) / den[owner]
+        w2 = 1 - w0 - w1
+        eps = -1e-7
+        inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
+        face_id[py[inside], px[inside]] = owner[inside]
+        bary[py[inside], px[inside]] = np.stack([w0[inside], w1[inside], w2[inside]], axis=1)
+        start = stop
     return face_id, bary
 
 

@@ -132,10 +132,10 @@ def flexible_dual_grid_to_mesh(
 
 
 def _normal_alignment(vertices: torch.Tensor, tris: torch.Tensor) -> torch.Tensor:
-    """|n(a, b, c) . n(b, c, d)| for a split written as triangles (a, b, c) + (d, e, f) of a quad.
+    """|n0 . n1| of a split given as six indices t: n0 = (t1 - t0) x (t2 - t0), n1 = (t2 - t1) x (t3 - t1).
 
-    The reference forms both normals from the first triangle's and the quad's corners exactly this
-    way (second normal from corners 1, 2, 3 of the six indices), so this mirrors it term for term.
+    These are the reference's two (unnormalised) normals, term for term; t3 is the second triangle's
+    first index, so the comparison matches it exactly rather than being a textbook dihedral angle.
     """
     v = vertices
     n0 = torch.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]], dim=1)

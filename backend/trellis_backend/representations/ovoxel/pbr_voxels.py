@@ -26,7 +26,7 @@ PBR_LAYOUT: Dict[str, slice] = {
 }
 PBR_CHANNELS = 6
 
-_CORNERS = np.array([[dx, dy, dz] for dx in (-0.5, 0.5) for dy in (-0.5, 0.5) for dz in (-0.5, 0.5)])
+_CORNERS01 = np.array([[dx, dy, dz] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)], np.int64)
 
 
 @dataclass
@@ -72,17 +72,32 @@ class PbrVoxels:
 
 def sample_trilinear(coords: np.ndarray, attrs: np.ndarray, grid_size, aabb, points: np.ndarray,
                      chunk: int = 1 << 20, lookup: Optional[VoxelLookup] = None) -> np.ndarray:
-    """Trilinear sample of sparse voxel attributes at world points, missing voxels excluded (flex_gemm's rule)."""
+    """Trilinear sample of sparse voxel attributes at world points, missing voxels excluded (flex_gemm's rule).
+
+    Neighbouring texels share their 8 voxels, so the voxel lookup runs once per distinct base cell.
+    """
     size, box, vs = grid_geometry(grid_size, aabb)
     lookup = lookup or VoxelLookup(coords, size)
+    attrs = np.asarray(attrs, np.float32)
     pts = np.asarray(points, np.float32).reshape(-1, 3)
     out = np.zeros((len(pts), attrs.shape[1]), np.float32)
+    padded = size + 2                                                     # base cells from -1 to size
     for s in range(0, len(pts), chunk):
-        q = ((pts[s:s + chunk] - box[0]) / vs).astype(np.float32)            # voxel units
-        nb = np.floor(q[:, None, :] + _CORNERS[None].astype(np.float32)).astype(np.int64)   # [P, 8, 3]
-        w = np.prod(1 - np.abs(nb + np.float32(0.5) - q[:, None, :]), axis=-1)              # [P, 8]
-        rows = lookup.find(nb.reshape(-1, 3)).reshape(-1, 8)
-        w = np.where(rows >= 0, w, 0).astype(np.float32)
-        acc = np.einsum("pk,pkc->pc", w, attrs[np.maximum(rows, 0)])
-        out[s:s + chunk] = acc / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        q = ((pts[s:s + chunk] - box[0]) / vs).astype(np.float32) - np.float32(0.5)   # voxel-centre units
+        base = np.clip(np.floor(q), -1, size).astype(np.int64)
+        frac = np.clip(q - base, 0, 1).astype(np.float32)                # weight of the upper neighbour per axis
+        keys = ((base[:, 0] + 1) * padded[1] + base[:, 1] + 1) * padded[2] + base[:, 2] + 1
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        ub = np.stack([uniq // (padded[1] * padded[2]) - 1, (uniq // padded[2]) % padded[1] - 1, uniq % padded[2] - 1], axis=1)
+        rows = lookup.find(ub[:, None, :] + _CORNERS01[None]).reshape(-1, 8)[inverse.reshape(-1)]
+        acc = np.zeros((len(q), attrs.shape[1]), np.float32)
+        total = np.zeros(len(q), np.float32)
+        for k, (ox, oy, oz) in enumerate(_CORNERS01):
+            w = ((frac[:, 0] if ox else 1 - frac[:, 0]) * (frac[:, 1] if oy else 1 - frac[:, 1])
+                 * (frac[:, 2] if oz else 1 - frac[:, 2]))
+            present = rows[:, k] >= 0
+            w = np.where(present, w, np.float32(0))
+            acc += w[:, None] * attrs[np.where(present, rows[:, k], 0)]
+            total += w
+        out[s:s + chunk] = acc / np.maximum(total, np.float32(1e-12))[:, None]
     return out

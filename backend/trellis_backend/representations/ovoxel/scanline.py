@@ -89,7 +89,7 @@ def _axis_crossings(tris: np.ndarray, voxel_size: np.ndarray, gmin: np.ndarray, 
     side = np.stack([p[:, 1], p[:, 1]], axis=1).reshape(-1, 3)
     far = np.stack([p[:, 2], p[:, 0]], axis=1).reshape(-1, 3)
     half, y_idx = _ranges(row_lo, row_hi)
-    y = (np.float32(1) * (y_idx + 1).astype(np.float32) * np.float32(voxel_size[a1])).astype(np.float64)
+    y = ((y_idx + 1).astype(np.float32) * np.float32(voxel_size[a1])).astype(np.float64)   # float product, as C++
     t0, t1, t2 = apex[half], side[half], far[half]
     t3 = _lerp(t0[:, 1], t1[:, 1], y, t0[:, [0, 2]], t1[:, [0, 2]])
     t4 = _lerp(t0[:, 1], t2[:, 1], y, t0[:, [0, 2]], t2[:, [0, 2]])
