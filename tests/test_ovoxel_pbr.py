@@ -11,7 +11,8 @@ from PIL import Image
 
 from trellis_backend.errors import BadInputError
 from trellis_backend.pipeline.export_pbr import bake_pbr_textures, write_pbr_glb, write_textured_glb
-from trellis_backend.representations.ovoxel import flexible_dual_grid_to_mesh, mesh_to_flexible_dual_grid
+from trellis_backend.representations.ovoxel import (flexible_dual_grid_to_mesh, mesh_to_flexible_dual_grid,
+                                                    mesh_to_grid_transform)
 from trellis_backend.representations.ovoxel.pbr_voxelize import textured_mesh_to_pbr_voxels
 from trellis_backend.representations.ovoxel.pbr_voxels import PbrVoxels, sample_trilinear
 
@@ -211,3 +212,31 @@ def test_bad_inputs_are_named():
                                    grid_size=8)
     with pytest.raises(BadInputError, match="faces"):
         mesh_to_flexible_dual_grid(np.zeros((3, 3)), np.array([[0, 1, 5]]), 8)
+
+
+def test_grid_transform_matches_reference_preprocessing():
+    """The texturing pipeline's preprocess_mesh: centre, scale to 0.99999, y-up -> z-up."""
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=(50, 3)) * [2.0, 5.0, 1.0] + [3.0, -1.0, 7.0]
+    m = mesh_to_grid_transform(v)
+    ours = v @ m[:3, :3].T + m[:3, 3]
+    lo, hi = v.min(0), v.max(0)
+    ref = (v - (lo + hi) / 2) * (0.99999 / (hi - lo).max())
+    ref = np.stack([ref[:, 0], -ref[:, 2], ref[:, 1]], axis=1)
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+    assert np.all(np.abs(ours) <= 0.5)
+
+
+def test_bake_with_to_grid_places_the_users_mesh():
+    """A y-up user mesh far from the origin bakes the colour of the voxels it lands on."""
+    _, _, _, _, vox = _sphere_voxels()
+    user = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    user.vertices = user.vertices[:, [0, 2, 1]] * [10, 10, -10] + [5, 5, 5]   # y up, 10x, shifted
+    baked = bake_pbr_textures(user, vox, texture_size=256, to_grid=mesh_to_grid_transform(user.vertices))
+    assert len(baked.faces) == len(user.faces)    # no UVs: unwrapped, vertices split along seams
+    m = baked.visual.material
+    centroid_uv = baked.visual.uv[baked.faces].mean(axis=1)
+    base = _texel(m.baseColorTexture, centroid_uv)[:, :3].astype(float)
+    x = baked.triangles_center[:, 0] - 5          # x is x in both frames
+    assert np.quantile(np.abs(base[x > 1.0] - RED * 255).max(axis=1), 0.95) <= 4
+    assert np.quantile(np.abs(base[x < -1.0] - BLUE * 255).max(axis=1), 0.95) <= 4

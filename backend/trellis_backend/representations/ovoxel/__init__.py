@@ -6,7 +6,7 @@
 * ``PbrVoxels``: sparse PBR voxels with the reference's trilinear sampling (used by the GLB bake).
 """
 from .dual_grid_mesh import flexible_dual_grid_to_mesh
-from .grid import UNIT_AABB, grid_geometry
+from .grid import UNIT_AABB, grid_geometry, mesh_to_grid_transform
 from .mesh_to_dual_grid import dual_vertices_to_offsets, mesh_to_flexible_dual_grid
 from .pbr_voxelize import pbr_voxels_to_uint8, textured_mesh_to_pbr_voxels
 from .pbr_voxels import PBR_CHANNELS, PBR_LAYOUT, PbrVoxels, sample_trilinear
@@ -22,5 +22,6 @@ __all__ = [
     "PBR_CHANNELS",
     "sample_trilinear",
     "grid_geometry",
+    "mesh_to_grid_transform",
     "UNIT_AABB",
 ]

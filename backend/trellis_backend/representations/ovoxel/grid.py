@@ -75,3 +75,27 @@ class VoxelLookup:
         if len(self.sorted_keys):
             hit &= self.sorted_keys[pos] == keys
         return np.where(hit, self.order[pos] if len(self.order) else -1, -1)
+
+
+def mesh_to_grid_transform(vertices, y_up: bool = True) -> np.ndarray:
+    """4x4 matrix (column vectors) placing a mesh in TRELLIS.2's unit grid box, as the texturing
+    pipeline's ``preprocess_mesh`` does: centre the bounding box, scale its longest side to 0.99999,
+    and, for a y-up mesh (glTF, Blender's GLB export), turn y-up into the grid's z-up
+    (``(x, y, z) -> (x, -z, y)``). Apply it as ``v @ M[:3, :3].T + M[:3, 3]``.
+    """
+    v = as_numpy(vertices).astype(np.float64).reshape(-1, 3)
+    if len(v) == 0:
+        raise BadInputError("cannot place an empty mesh in the grid", hint="Pass a mesh with vertices.")
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    extent = float((hi - lo).max())
+    if not np.isfinite(extent) or extent <= 0:
+        raise BadInputError("the mesh has no extent (all vertices coincide) or non-finite vertices")
+    scale = 0.99999 / extent
+    m = np.eye(4)
+    m[:3, :3] *= scale
+    m[:3, 3] = -(lo + hi) / 2 * scale
+    if y_up:
+        r = np.eye(4)
+        r[:3, :3] = [[1, 0, 0], [0, 0, -1], [0, 1, 0]]
+        m = r @ m
+    return m
