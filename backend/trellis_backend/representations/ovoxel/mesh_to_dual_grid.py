@@ -121,12 +121,16 @@ def _face_overlaps(tris: np.ndarray, normals: np.ndarray, voxel_size: np.ndarray
             edge_tests.append((u, v, nu.astype(np.float32), nv.astype(np.float32), d.astype(np.float32)))
 
     def passes(tri_ids, cells):
+        """Indices (into the candidates) that pass all tests; each test only sees the survivors."""
         p = (cells.astype(np.float32) * vs).astype(np.float32)
+        keep = np.arange(len(tri_ids))
         ndp = _dot3_f32(n[tri_ids], p)
         ok = ~(((ndp + d1[tri_ids]) * (ndp + d2[tri_ids])) > 0)
+        keep, t, p = keep[ok], tri_ids[ok], p[ok]
         for (u, v, nu, nv, d) in edge_tests:
-            ok &= ~((_dot2_f32(nu[tri_ids], nv[tri_ids], p[:, u], p[:, v]) + d[tri_ids]) < 0)
-        return ok
+            ok = ~((_dot2_f32(nu[t], nv[t], p[:, u], p[:, v]) + d[t]) < 0)
+            keep, t, p = keep[ok], t[ok], p[ok]
+        return keep
 
     ext = np.maximum(bb_max - bb_min, 0)
     volume = ext.prod(axis=1)
@@ -147,11 +151,10 @@ def _face_overlaps(tris: np.ndarray, normals: np.ndarray, voxel_size: np.ndarray
         cy = (local // ex[:, 0]) % ex[:, 1]
         cz = local // (ex[:, 0] * ex[:, 1])
         cells = bb_min[owner] + np.stack([cx, cy, cz], axis=1)
-        rows = lookup.find(cells)
+        ok = passes(owner, cells)                      # geometry first: cheaper than the lookup
+        owner, rows = owner[ok], lookup.find(cells[ok])
         has = rows >= 0
-        owner, cells, rows = owner[has], cells[has], rows[has]
-        ok = passes(owner, cells)
-        yield owner[ok], rows[ok]
+        yield owner[has], rows[has]
         start = stop
     # big boxes (large triangles): test only the existing voxels inside the box; keys are x-major,
     # so the voxels of the box's x slab are one contiguous run of the sorted keys

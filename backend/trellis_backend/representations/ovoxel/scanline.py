@@ -38,14 +38,20 @@ class GridCrossings:
 
     def voxels(self) -> np.ndarray:
         """int64 [E, 4, 3]: the four voxels each crossing hits, in the reference's order."""
-        out = np.repeat(self.cell[:, None, :], 4, axis=1)
-        for a2 in range(3):
-            sel = self.axis == a2
-            a0, a1 = (a2 + 1) % 3, (a2 + 2) % 3
-            for k, (d0, d1) in enumerate(CROSSING_NEIGHBOURS):
-                out[sel, k, a0] += d0
-                out[sel, k, a1] += d1
-        return out
+        return self.cell[:, None, :] + _NEIGHBOUR_OFFSETS[self.axis.astype(np.int64)]
+
+
+def _neighbour_offsets() -> np.ndarray:
+    """[axis, k, xyz] offsets of the k-th voxel around a crossed edge along ``axis``."""
+    out = np.zeros((3, 4, 3), np.int64)
+    for a2 in range(3):
+        a0, a1 = (a2 + 1) % 3, (a2 + 2) % 3
+        for k, (d0, d1) in enumerate(CROSSING_NEIGHBOURS):
+            out[a2, k, a0], out[a2, k, a1] = d0, d1
+    return out
+
+
+_NEIGHBOUR_OFFSETS = _neighbour_offsets()
 
 
 def _ranges(starts: np.ndarray, stops: np.ndarray):
