@@ -14,19 +14,22 @@ What the reference computes, and this module reproduces on the CPU with numpy:
 3. The dual vertex: the QEF minimiser, constrained to the voxel's box (faces, then edges, then
    corners, lowest error first, as the reference enumerates them).
 
-The voxel set, the flags and the order are bit-exact (the decisions use the reference's float32 /
-float64 arithmetic); the quadrics are summed in float64 (the reference sums float32), so dual
-vertices agree to float32 round-off.
+Everything repeats the reference's arithmetic: the scan's doubles, the float32 plane and line
+quadrics with Eigen's summation orders, the float32 sums in the C++'s order of addition (per voxel),
+and Eigen's float32 QR solves and error comparisons (``qef_float32``). On the golden case the voxel
+set, order, flags and every dual vertex come out bit for bit; where the box-constrained candidates'
+errors tie to float32 round-off, only this exactness picks the reference's candidate.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
 from ...errors import BadInputError
 from .grid import UNIT_AABB, Aabb, GridSize, VoxelLookup, as_numpy, grid_geometry, linear_keys
+from .qef_float32 import solve_in_box
 from .scanline import grid_crossings
 
 # upper triangle of a symmetric 4x4, used to accumulate quadrics with bincount
@@ -36,6 +39,11 @@ _IU = np.triu_indices(4)
 def _dot3_f32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Eigen's float Vector3f dot product order: a0 b0 + (a1 b1 + a2 b2)."""
     return a[..., 0] * b[..., 0] + (a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2])
+
+
+def _sum3_f32(x: np.ndarray) -> np.ndarray:
+    """Eigen's fixed-size 3 float sum: x0 + (x1 + x2) over the last axis."""
+    return (x[..., 0] + (x[..., 1] + x[..., 2]).astype(np.float32)).astype(np.float32)
 
 
 def _dot2_f32(a0, a1, b0, b1):
@@ -57,42 +65,35 @@ def triangle_planes(tris: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 class _QuadricSum:
-    """Per-voxel 4x4 quadric sums (float64), fed in batches of (voxel rows, quadric table, table rows).
+    """Per-voxel 4x4 quadric sums in float32, added in the reference's order.
 
-    Contributions are buffered and summed with one bincount per matrix entry every few million,
-    so many small batches (one per large triangle) stay cheap.
+    Contributions (voxel rows, a quadric table, table rows, optional float32 weight) are queued in
+    the order the C++ adds them; ``matrices`` then adds them entry by entry with ``np.add.at``,
+    which applies repeated indices sequentially, so every voxel's sum rounds exactly as the
+    reference's ``qefs[i] += Q``. (The quadrics are symmetric: 10 entries suffice.)
     """
 
-    def __init__(self, n: int, flush_at: int = 1 << 22):
+    def __init__(self, n: int):
         self.n = n
-        self.flush_at = flush_at
-        self.upper = np.zeros((len(_IU[0]), n), np.float64)
-        self.pending = []
-        self.pending_size = 0
+        self.queue = []
 
-    def add(self, rows: np.ndarray, table: np.ndarray, index: np.ndarray, weight: float = 1.0):
-        """Add ``weight * table[index[k]]`` to voxel ``rows[k]`` for every k."""
-        if rows.size == 0:
-            return
-        self.pending.append((rows, table, index, weight))
-        self.pending_size += rows.size
-        if self.pending_size >= self.flush_at:
-            self._flush()
-
-    def _flush(self):
-        if not self.pending:
-            return
-        rows = np.concatenate([p[0] for p in self.pending])
-        for k, (i, j) in enumerate(zip(*_IU)):
-            vals = np.concatenate([p[1][p[2], i, j].astype(np.float64) * p[3] for p in self.pending])
-            self.upper[k] += np.bincount(rows, weights=vals, minlength=self.n)
-        self.pending, self.pending_size = [], 0
+    def add(self, rows: np.ndarray, table: np.ndarray, index: np.ndarray, weight: Optional[float] = None):
+        """Queue ``weight * table[index[k]]`` (float32) for voxel ``rows[k]``, for every k in order."""
+        if rows.size:
+            self.queue.append((rows, table.astype(np.float32), index, weight))
 
     def matrices(self) -> np.ndarray:
-        self._flush()
-        out = np.zeros((self.n, 4, 4), np.float64)
-        out[:, _IU[0], _IU[1]] = self.upper.T
-        out[:, _IU[1], _IU[0]] = self.upper.T
+        out = np.zeros((self.n, 4, 4), np.float32)
+        if not self.queue:
+            return out
+        rows = np.concatenate([c[0] for c in self.queue])
+        for i, j in zip(*_IU):
+            vals = np.concatenate([c[1][c[2], i, j] if c[3] is None else (np.float32(c[3]) * c[1][c[2], i, j]).astype(np.float32)
+                                   for c in self.queue])
+            col = np.zeros(self.n, np.float32)
+            np.add.at(col, rows, vals)
+            out[:, i, j] = col
+            out[:, j, i] = col
         return out
 
 
@@ -192,12 +193,12 @@ def _boundary_walks(p0: np.ndarray, p1: np.ndarray, voxel_size: np.ndarray):
     p0, d, length = p0[keep], d[keep], length[keep]
     seg_ids = np.nonzero(keep)[0]
     direction = d / length[:, None]
-    # line quadric: A = I - dir dir^T (double outer product cast to float), b = -A p0, c = p0^T A p0
-    a = (np.eye(3, dtype=np.float32)[None] - (direction[:, :, None] * direction[:, None, :]).astype(np.float32))
-    p0d = p0.astype(np.float64)
-    b = -np.einsum("sij,sj->si", a.astype(np.float64), p0d)
-    cc = np.einsum("si,sij,sj->s", p0d, a.astype(np.float64), p0d)
-    quad = np.zeros((len(p0), 4, 4), np.float64)
+    # line quadric in float32: A = I - (dir dir^T) cast to float, b = -A p0, c = p0^T A p0 (Eigen's sum orders)
+    a = (np.eye(3, dtype=np.float32)[None] - (direction[:, :, None] * direction[:, None, :]).astype(np.float32)).astype(np.float32)
+    b = _sum3_f32(((-a) * p0[:, None, :]).astype(np.float32))
+    row = _sum3_f32((p0[:, :, None] * a).astype(np.float32).transpose(0, 2, 1))
+    cc = _sum3_f32((row * p0).astype(np.float32))
+    quad = np.zeros((len(p0), 4, 4), np.float32)
     quad[:, :3, :3] = a
     quad[:, :3, 3] = b
     quad[:, 3, :3] = b
@@ -224,75 +225,20 @@ def _boundary_walks(p0: np.ndarray, p1: np.ndarray, voxel_size: np.ndarray):
         out_seg.append(active.copy())
         out_vox.append(current[active].copy())
     segs = np.concatenate(out_seg)
-    return segs, np.concatenate(out_vox), quad, seg_ids
+    order = np.argsort(segs, kind="stable")                       # segment by segment, as the C++ loops
+    return segs[order], np.concatenate(out_vox)[order], quad, seg_ids
 
 
 def _solve_dual_vertices(q: np.ndarray, coords: np.ndarray, voxel_size: np.ndarray) -> np.ndarray:
-    """Minimise p^T Q p per voxel inside the voxel's box, as the reference's enumeration does."""
-    n = q.shape[0]
+    """Minimise p^T Q p per voxel inside the voxel's box with the reference's float32 arithmetic."""
     vs = voxel_size.astype(np.float32)
-    lo = (coords.astype(np.float32) * vs).astype(np.float64)
-    hi = ((coords + 1).astype(np.float32) * vs).astype(np.float64)
-    a = q[:, :3, :3]
-    b = -q[:, :3, 3]
-    det = np.linalg.det(a)
-    good = np.abs(det) > 1e-30
-    v = np.full((n, 3), np.nan)
-    if good.any():
-        v[good] = np.linalg.solve(a[good], b[good][..., None])[..., 0]
-    if (~good).any():
-        v[~good] = np.einsum("nij,nj->ni", np.linalg.pinv(a[~good]), b[~good])
-    v32 = v.astype(np.float32).astype(np.float64)
-    inside = np.all((v32 >= lo) & (v32 <= hi), axis=1)
-    out = v32.copy()
-    todo = np.nonzero(~inside)[0]
-    if todo.size == 0:
-        return out.astype(np.float32)
-    qq, l, h = q[todo], lo[todo], hi[todo]
-    m = todo.size
-    cands, errs = [], []
-
-    def err_of(p):
-        ph = np.concatenate([p, np.ones((m, 1))], axis=1)
-        return np.einsum("ni,nij,nj->n", ph, qq, ph)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for f in range(3):                    # one coordinate on a face of the box
-            a1, a2 = (f + 1) % 3, (f + 2) % 3
-            m00, m01, m10, m11 = qq[:, a1, a1], qq[:, a1, a2], qq[:, a2, a1], qq[:, a2, a2]
-            dd = m00 * m11 - m01 * m10
-            for bound in (l, h):
-                r0 = -(qq[:, a1, f] * bound[:, f] + qq[:, a1, 3])
-                r1 = -(qq[:, a2, f] * bound[:, f] + qq[:, a2, 3])
-                x0 = (m11 * r0 - m01 * r1) / dd
-                x1 = (m00 * r1 - m10 * r0) / dd
-                p = np.empty((m, 3))
-                p[:, f], p[:, a1], p[:, a2] = bound[:, f], x0, x1
-                p = p.astype(np.float32).astype(np.float64)
-                ok = (p[:, a1] >= l[:, a1]) & (p[:, a1] <= h[:, a1]) & (p[:, a2] >= l[:, a2]) & (p[:, a2] <= h[:, a2])
-                cands.append(p)
-                errs.append(np.where(ok, err_of(np.nan_to_num(p)), np.inf))
-        for f in range(3):                    # two coordinates on an edge of the box
-            a1, a2 = (f + 1) % 3, (f + 2) % 3
-            for b1, b2 in ((l, l), (l, h), (h, l), (h, h)):
-                x = -(qq[:, f, a1] * b1[:, a1] + qq[:, f, a2] * b2[:, a2] + qq[:, f, 3]) / qq[:, f, f]
-                p = np.empty((m, 3))
-                p[:, f], p[:, a1], p[:, a2] = x, b1[:, a1], b2[:, a2]
-                p = p.astype(np.float32).astype(np.float64)
-                ok = (p[:, f] >= l[:, f]) & (p[:, f] <= h[:, f])
-                cands.append(p)
-                errs.append(np.where(ok, err_of(np.nan_to_num(p)), np.inf))
-    for cx in (h, l):                          # corners, in the reference's loop order
-        for cy in (h, l):
-            for cz in (h, l):
-                p = np.stack([cx[:, 0], cy[:, 1], cz[:, 2]], axis=1)
-                cands.append(p)
-                errs.append(err_of(p))
-    errs = np.stack(errs, axis=1)
-    errs = np.where(np.isnan(errs), np.inf, errs)
-    best = np.argmin(errs, axis=1)
-    out[todo] = np.stack(cands, axis=1)[np.arange(m), best]
-    return out.astype(np.float32)
+    lo = (coords.astype(np.float32) * vs).astype(np.float32)
+    hi = ((coords + 1).astype(np.float32) * vs).astype(np.float32)
+    out = np.empty((len(q), 3), np.float32)
+    step = 1 << 18
+    for s in range(0, len(q), step):
+        out[s:s + step] = solve_in_box(q[s:s + step], lo[s:s + step], hi[s:s + step])
+    return out
 
 
 def _check_mesh(vertices: np.ndarray, faces: np.ndarray):
@@ -308,7 +254,7 @@ def _check_mesh(vertices: np.ndarray, faces: np.ndarray):
 
 
 def _dual_grid_quadrics(vertices, faces, grid_size, aabb, face_weight, boundary_weight, regularization_weight):
-    """(coords int64 [N, 3], intersected bool [N, 3], quadrics float64 [N, 4, 4], voxel size) of a mesh."""
+    """(coords int64 [N, 3], intersected bool [N, 3], quadrics float32 [N, 4, 4], voxel size) of a mesh."""
     v = as_numpy(vertices).astype(np.float32)
     f = as_numpy(faces).astype(np.int64)
     _check_mesh(v, f)
@@ -330,39 +276,47 @@ def _dual_grid_quadrics(vertices, faces, grid_size, aabb, face_weight, boundary_
     intersected = np.zeros((n, 3), bool)
     own = voxel_of_hit.reshape(-1, 4)[:, 0]                    # the (0, 0) voxel of each crossing
     intersected[own, crossings.axis.astype(np.int64)] = True
-    count = np.bincount(voxel_of_hit, minlength=n).astype(np.float64)
-    point = np.repeat(crossings.point.astype(np.float64), 4, axis=0)
-    mean = np.stack([np.bincount(voxel_of_hit, weights=point[:, k], minlength=n) for k in range(3)], axis=1)
+    count = np.bincount(voxel_of_hit, minlength=n).astype(np.float32)     # exact integers
+    point = np.repeat(crossings.point, 4, axis=0)
+    total = np.zeros((n, 3), np.float32)
+    for k in range(3):
+        np.add.at(total[:, k], voxel_of_hit, point[:, k])                  # float32, in discovery order
 
     normals, plane_q = triangle_planes(tris)
     qsum = _QuadricSum(n)
     qsum.add(voxel_of_hit, plane_q, np.repeat(crossings.triangle, 4))
     lookup = VoxelLookup(coords, size)
     if face_weight > 0:
-        for tri_ids, rows in _face_overlaps(tris, normals, vs, size, lookup):
-            qsum.add(rows, plane_q, tri_ids)
+        pairs = list(_face_overlaps(tris, normals, vs, size, lookup))
+        if pairs:
+            tri_ids = np.concatenate([p[0] for p in pairs])
+            rows = np.concatenate([p[1] for p in pairs])
+            cell = coords[rows]
+            order = np.lexsort((cell[:, 0], cell[:, 1], cell[:, 2], tri_ids))  # triangle, then z, y, x loops
+            qsum.add(rows[order], plane_q, tri_ids[order])
     if boundary_weight > 0:
         p0, p1 = _boundary_segments(v, f)
         if len(p0):
             segs, cells, line_q, _ = _boundary_walks(p0, p1, vs)
             rows = lookup.find(cells)
             has = rows >= 0
-            qsum.add(rows[has], line_q, segs[has], weight=float(np.float32(boundary_weight)))
+            qsum.add(rows[has], line_q, segs[has], weight=boundary_weight)
     q = qsum.matrices()
     if regularization_weight > 0 and n:
-        p = mean / count[:, None]
-        reg = np.zeros((n, 4, 4))
+        p = (total / count[:, None]).astype(np.float32)
+        reg = np.zeros((n, 4, 4), np.float32)
         reg[:, [0, 1, 2], [0, 1, 2]] = 1.0
         reg[:, :3, 3] = -p
         reg[:, 3, :3] = -p
-        reg[:, 3, 3] = (p * p).sum(axis=1)
-        q += (regularization_weight * count)[:, None, None] * reg
+        reg[:, 3, 3] = _dot3_f32(p, p)
+        scale = (np.float32(regularization_weight) * count).astype(np.float32)
+        q = (q + (scale[:, None, None] * reg).astype(np.float32)).astype(np.float32)
     return coords, intersected, q, vs
 
 
 def voxel_quadrics(vertices, faces, grid_size: GridSize, aabb: Aabb = UNIT_AABB, face_weight: float = 1.0,
                    boundary_weight: float = 0.2, regularization_weight: float = 1e-2) -> np.ndarray:
-    """float64 [N, 4, 4]: each voxel's QEF (in ``mesh_to_flexible_dual_grid``'s voxel order), for diagnostics."""
+    """float32 [N, 4, 4]: each voxel's QEF (in ``mesh_to_flexible_dual_grid``'s voxel order), for diagnostics."""
     return _dual_grid_quadrics(vertices, faces, grid_size, aabb, face_weight, boundary_weight, regularization_weight)[2]
 
 
