@@ -17,12 +17,12 @@ roughness 0.5); an untextured mesh gets that default material's grey 0.8.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Union
+from typing import List, Optional
 
 import numpy as np
 
 from ...errors import BadInputError
-from .grid import UNIT_AABB, Aabb, GridSize, as_numpy, grid_geometry, linear_keys
+from .grid import UNIT_AABB, Aabb, GridSize, grid_geometry, linear_keys
 from .pbr_voxels import PBR_CHANNELS, PbrVoxels
 from .scanline import grid_crossings
 
