@@ -44,3 +44,24 @@ def test_train_mesh_passes_gradients_to_offsets_and_split_weights():
     vertices.square().sum().backward()
     assert offsets.grad is not None and torch.isfinite(offsets.grad).all() and offsets.grad.abs().sum() > 0
     assert weights.grad is not None and torch.isfinite(weights.grad).all() and weights.grad.abs().sum() > 0
+
+
+def test_face_overlaps_by_columns_equal_full_box_enumeration():
+    """The per-column candidate cells of large triangles lose none of the box's overlapping voxels."""
+    from trellis_backend.representations.ovoxel import mesh_to_dual_grid as m2g
+    from trellis_backend.representations.ovoxel.grid import VoxelLookup, grid_geometry
+    from trellis_backend.representations.ovoxel.scanline import grid_crossings
+
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.45)      # large triangles at 128^3
+    size, box, vs = grid_geometry(128)
+    tris = (sphere.vertices.astype(np.float32) - box[0]).astype(np.float32)[sphere.faces]
+    coords = np.unique(grid_crossings(tris, vs, size).voxels().reshape(-1, 3), axis=0)
+    lookup = VoxelLookup(coords, size)
+    normals, _ = m2g.triangle_planes(tris)
+
+    def pairs(**kw):
+        tri, rows = zip(*m2g._face_overlaps(tris, normals, vs, size, lookup, big=1 << 40, **kw))
+        return sorted(zip(np.concatenate(tri).tolist(), np.concatenate(rows).tolist()))
+
+    by_columns, by_box = pairs(column_above=64), pairs(column_above=1 << 40)
+    assert len(by_box) > 10000 and by_columns == by_box

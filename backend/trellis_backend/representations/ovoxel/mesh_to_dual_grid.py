@@ -97,8 +97,29 @@ class _QuadricSum:
         return out
 
 
+def _ranges_flat(counts: np.ndarray):
+    """(owner, index within owner) of ``counts[i]`` consecutive items per owner i."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    local = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    return owner, local
+
+
+def _batched_ranges(ids: np.ndarray, counts: np.ndarray, chunk: int):
+    """Yield (owner id, index within owner) for ``counts[id]`` items of each id, about ``chunk`` at a time."""
+    csum = np.cumsum(counts[ids])
+    start = 0
+    while start < len(ids):
+        stop = int(np.searchsorted(csum, (csum[start - 1] if start else 0) + chunk, side="right"))
+        stop = max(stop, start + 1)
+        part = ids[start:stop]
+        owner, local = _ranges_flat(counts[part])
+        yield part[owner], local
+        start = stop
+
+
 def _face_overlaps(tris: np.ndarray, normals: np.ndarray, voxel_size: np.ndarray, grid_size: np.ndarray,
-                   lookup: VoxelLookup, chunk: int = 1 << 21, big: int = 1 << 12):
+                   lookup: VoxelLookup, chunk: int = 1 << 21, big: int = 1 << 12,
+                   column_above: int = 64):
     """(triangle, voxel row) pairs where the triangle overlaps an existing voxel (the reference's
     float32 plane + three projection tests), yielded in batches."""
     vs = voxel_size.astype(np.float32)
@@ -135,28 +156,55 @@ def _face_overlaps(tris: np.ndarray, normals: np.ndarray, voxel_size: np.ndarray
 
     ext = np.maximum(bb_max - bb_min, 0)
     volume = ext.prod(axis=1)
-    small = np.nonzero((volume > 0) & (volume <= big))[0]
-    # small boxes: enumerate their cells, in batches of about `chunk` candidates
-    csum = np.cumsum(volume[small])
-    start = 0
-    while start < len(small):
-        stop = int(np.searchsorted(csum, (csum[start - 1] if start else 0) + chunk, side="right"))
-        stop = max(stop, start + 1)
-        ids = small[start:stop]
-        counts = volume[ids]
-        owner = np.repeat(ids, counts)
-        local = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        ex = ext[owner]
-        # the reference loops z outer, y, x inner; order does not matter for a sum
-        cx = local % ex[:, 0]
-        cy = (local // ex[:, 0]) % ex[:, 1]
-        cz = local // (ex[:, 0] * ex[:, 1])
-        cells = bb_min[owner] + np.stack([cx, cy, cz], axis=1)
+    # the axis the plane is steepest along: each (u, v) column of the box meets the plane in a few cells
+    w_axis = np.argmax(np.abs(n), axis=1)
+    n_w = np.abs(n[np.arange(len(n)), w_axis])
+    column_mode = (volume > column_above) & (n_w > 0)
+    box_mode = (volume > 0) & (volume <= big) & ~column_mode
+
+    def emit(owner, cells):
         ok = passes(owner, cells)                      # geometry first: cheaper than the lookup
         owner, rows = owner[ok], lookup.find(cells[ok])
         has = rows >= 0
-        yield owner[has], rows[has]
-        start = stop
+        return owner[has], rows[has]
+
+    # small boxes: enumerate their cells, in batches of about `chunk` candidates
+    for owner, local in _batched_ranges(np.nonzero(box_mode)[0], volume, chunk):
+        ex = ext[owner]
+        cx = local % ex[:, 0]
+        cy = (local // ex[:, 0]) % ex[:, 1]
+        cz = local // (ex[:, 0] * ex[:, 1])
+        yield emit(owner, bb_min[owner] + np.stack([cx, cy, cz], axis=1))
+    # larger triangles: per (u, v) column, only the cells within a cell of the plane (a superset of
+    # the cells the exact test can accept), so the candidates grow with the area, not the box volume
+    ids = np.nonzero(column_mode)[0]
+    if ids.size:
+        u_axis, v_axis = (w_axis + 1) % 3, (w_axis + 2) % 3
+        n_cols = ext[ids, u_axis[ids]] * ext[ids, v_axis[ids]]
+        col_count = np.zeros(len(n), np.int64)
+        col_count[ids] = n_cols
+        offset = -_dot3_f32(n, v0).astype(np.float64)
+        vs64 = vs.astype(np.float64)
+        for owner, local in _batched_ranges(ids, col_count, max(chunk // 4, 1)):
+            ua, va, wa = u_axis[owner], v_axis[owner], w_axis[owner]
+            eu = ext[owner, ua]
+            cu = bb_min[owner, ua] + local % eu
+            cv = bb_min[owner, va] + local // eu
+            nn = n[owner].astype(np.float64)
+            nu, nv, nw = (nn[np.arange(len(owner)), a] for a in (ua, va, wa))
+            mid = -(nu * (cu + 0.5) * vs64[ua] + nv * (cv + 0.5) * vs64[va] + offset[owner]) / nw
+            half = (np.abs(nu) * vs64[ua] + np.abs(nv) * vs64[va]) / (2 * np.abs(nw))
+            k_lo = np.maximum(np.floor((mid - half) / vs64[wa]).astype(np.int64) - 1, bb_min[owner, wa])
+            k_hi = np.minimum(np.floor((mid + half) / vs64[wa]).astype(np.int64) + 1, bb_max[owner, wa] - 1)
+            depth = np.maximum(k_hi - k_lo + 1, 0)
+            col, k = _ranges_flat(depth)
+            cells = np.empty((len(col), 3), np.int64)
+            rows_ = np.arange(len(col))
+            cells[rows_, ua[col]] = cu[col]
+            cells[rows_, va[col]] = cv[col]
+            cells[rows_, wa[col]] = k_lo[col] + k
+            yield emit(owner[col], cells)
+    volume = np.where(column_mode, 0, volume)
     # big boxes (large triangles): test only the existing voxels inside the box; keys are x-major,
     # so the voxels of the box's x slab are one contiguous run of the sorted keys
     if np.any(volume > big):
