@@ -190,6 +190,12 @@ def test_bad_inputs_are_named():
     with pytest.raises(BadInputError, match="dual_vertices"):
         flexible_dual_grid_to_mesh(torch.zeros(3, 3, dtype=torch.int32), torch.zeros(2, 3), torch.zeros(3, 3, dtype=torch.bool),
                                    grid_size=8)
+    with pytest.raises(BadInputError, match="duplicates"):
+        flexible_dual_grid_to_mesh(torch.zeros(2, 3, dtype=torch.int32), torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool),
+                                   grid_size=8)
+    with pytest.raises(BadInputError, match="grid_size"):
+        flexible_dual_grid_to_mesh(torch.full((1, 3), 8, dtype=torch.int32), torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool),
+                                   grid_size=8)
     with pytest.raises(BadInputError, match="faces"):
         mesh_to_flexible_dual_grid(np.zeros((3, 3)), np.array([[0, 1, 5]]), 8)
 

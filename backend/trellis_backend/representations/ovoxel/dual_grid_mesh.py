@@ -38,9 +38,18 @@ QUAD_SPLIT_TRAIN = (0, 1, 4, 1, 2, 4, 2, 3, 4, 3, 0, 4)  # corner 4 is the quad'
 
 def dual_grid_quads(coords: np.ndarray, intersected: np.ndarray, grid_size: np.ndarray) -> np.ndarray:
     """int64 [L, 4]: the voxel rows of each quad (one per crossed edge whose four voxels all exist)."""
-    neighbours = coords.astype(np.int64)[:, None, None, :] + EDGE_NEIGHBOUR_OFFSETS[None]  # [N, 3, 4, 3]
-    candidates = neighbours[intersected]                                                 # [M, 4, 3]
-    rows = VoxelLookup(coords, grid_size).find(candidates.reshape(-1, 3)).reshape(-1, 4)
+    owner, axis = np.nonzero(intersected)                        # voxel-major, then axis: the reference's order
+    rows = np.empty((len(owner), 4), np.int64)
+    rows[:, 0] = owner                                           # corner 0 is the voxel itself
+    if np.any(coords < 0) or np.any(coords >= grid_size):
+        raise BadInputError(f"voxel coords must lie in [0, grid_size) = [0, {grid_size.tolist()}); "
+                            f"got {coords.min(axis=0).tolist()} .. {coords.max(axis=0).tolist()}",
+                            hint="Pass the grid resolution the coordinates were made at.")
+    lookup = VoxelLookup(coords, grid_size)
+    if np.any(np.diff(lookup.sorted_keys) == 0):
+        raise BadInputError("voxel coords contain duplicates; a dual grid has one vertex per voxel")
+    others = coords.astype(np.int64)[owner, None, :] + EDGE_NEIGHBOUR_OFFSETS[axis][:, 1:]
+    rows[:, 1:] = lookup.find(others.reshape(-1, 3)).reshape(-1, 3)
     return rows[np.all(rows >= 0, axis=1)]
 
 
