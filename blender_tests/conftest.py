@@ -108,7 +108,7 @@ def fake_model(addon, tmp_path):
 
 BUILD_TINY_MODEL = """
 import sys
-from trellis_backend.pipeline.random_model import make_random_model
+from trellis_lab.random_model import make_random_model
 make_random_model(sys.argv[1], kind=sys.argv[2], steps=int(sys.argv[3]))
 print("built", sys.argv[1])
 """

@@ -1,7 +1,7 @@
 """End to end inside Blender: panel settings -> real backend subprocess (real pipeline, CPU) -> imported objects.
 
 Uses the embedded model when the checkout has one, else tiny random-weight
-folders built by trellis_backend.pipeline.random_model (same code path).
+folders built by trellis_lab.random_model (same code path).
 """
 
 import glob

@@ -89,11 +89,11 @@ def time_structure(pipe, cond, coords, slat_steps, out_dir: Path, tag: str) -> d
     from trellis_backend.pipeline import export
 
     tm = Timer()
-    params = pipe._sampler_params(pipe.slat_sampler_params, slat_steps, None)
+    params = pipe.sampler_params("slat", slat_steps, None)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         with tm("stage2"):
-            slat = pipe.sample_slat(cond, coords, gen, params)
+            slat = pipe.sample_latent(cond, coords, gen, params)
         mesh_dec = pipe.get_model("slat_decoder_mesh")
         with tm("mesh_net"):
             feats = mesh_dec.decode_features(slat)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from trellis_backend.pipeline.pipeline import TrellisPipeline
-    from trellis_backend.pipeline.random_model import make_random_model
+    from trellis_lab.random_model import make_random_model
     from trellis_backend.sparse.conv import _resolve_backend
 
     tmp = tempfile.TemporaryDirectory()
@@ -152,13 +152,13 @@ def main(argv=None) -> int:
     prompt = "a red wooden chair with four thin legs"
     with torch.no_grad():
         t = time.perf_counter()
-        cond, _ = pipe.get_cond(prompt)
+        cond, _ = pipe.encode_condition(prompt)
         t_cond = time.perf_counter() - t
         print(f"condition {t_cond:.2f}s")
         if not args.no_stage1:
             ss = pipe.sparse_structure_sampler_params
             t = time.perf_counter()
-            coords1 = pipe.sample_sparse_structure(cond, torch.Generator().manual_seed(0), dict(ss))
+            coords1 = pipe.sample_structure(cond, torch.Generator().manual_seed(0), dict(ss))
             t1 = time.perf_counter() - t
             # the SS decoder alone, on a latent of the right shape
             flow = pipe.get_model("sparse_structure_flow_model")
@@ -209,10 +209,10 @@ def main(argv=None) -> int:
         from torch.profiler import ProfilerActivity, profile
 
         coords = shell_coords(args.profile)
-        params = pipe._sampler_params(pipe.slat_sampler_params, 2, None)
+        params = pipe.sampler_params("slat", 2, None)
         with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
-            slat = pipe.sample_slat(cond, coords, torch.Generator().manual_seed(0), params)
-            pipe.decode_slat(slat, ("mesh", "gaussians"))
+            slat = pipe.sample_latent(cond, coords, torch.Generator().manual_seed(0), params)
+            pipe.decode(slat, ("mesh", "gaussians"))
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
     tmp.cleanup()
     return 0

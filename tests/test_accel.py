@@ -285,9 +285,9 @@ def test_disable_restores_kernel_hooks_and_dtypes():
 
 @pytest.mark.slow
 def test_stage_bench_smoke_cpu(tmp_path):
-    """The stage cases of trellis_kernels.bench run end to end (tiny models, CPU clock)."""
+    """The stage cases of trellis_bench.bench run end to end (tiny models, CPU clock)."""
     code = (
-        "import trellis_kernels.bench as b, trellis_kernels.bench_stages as s\n"
+        "import trellis_bench.bench as b, trellis_bench.stage_cases as s\n"
         "bench = b.Bench(log=lambda *a: None)\n"
         "for c in [c for c in b.REGISTRY.values() if c.group == 'stages']:\n"
         "    bench.start_case(c.group, c.name); c.fn(bench)\n"

@@ -14,11 +14,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, timeout=300):
+def run_module(module, *args, timeout=300):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "backend"), str(REPO / "kernels"), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "trellis_backend", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=str(REPO))
+
+
+def run_cli(*args, timeout=300):
+    return run_module("trellis_backend", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +30,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_models")
     out = {}
     for kind in ("image", "text"):
-        r = run_cli("make-random-model", "--kind", kind, "--out", root / kind)
+        r = run_module("trellis_lab", "make-random-model", "--kind", kind, "--out", root / kind)
         assert r.returncode == 0, r.stderr
         assert (root / kind / "pipeline.json").is_file()
         out[kind] = root / kind
@@ -194,7 +198,7 @@ def test_out_of_memory_advice(models, rgba_png, tmp_path, monkeypatch, capsys):
     def boom(self, *a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(TrellisPipeline, "sample_slat", boom)
+    monkeypatch.setattr(TrellisPipeline, "sample_latent", boom)
     rc = cli.main(["generate", "--model", str(models["image"]), "--image", str(rgba_png), "--out", str(tmp_path / "o"),
                    "--quiet", "--ss-steps", "1", "--device", "cpu"])
     err = capsys.readouterr().err

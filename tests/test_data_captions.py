@@ -3,11 +3,11 @@ import re
 
 import numpy as np
 
-from trellis_backend.data.captions import (CATEGORY_NOUNS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, caption_and_template,
+from trellis_lab.data.captions import (CATEGORY_NOUNS, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, caption_and_template,
                                            make_caption)
-from trellis_backend.data.palette import COLOR_NAMES, COLOR_WORDS
-from trellis_backend.data.shapes import CATEGORIES, sample_object, sample_spec
-from trellis_backend.data.splits import HELDOUT_PAIRS, allowed_colors
+from trellis_lab.data.palette import COLOR_NAMES, COLOR_WORDS
+from trellis_lab.data.shapes import CATEGORIES, sample_object, sample_spec
+from trellis_lab.data.splits import HELDOUT_PAIRS, allowed_colors
 
 
 def _mentions(caption, words):

@@ -3,9 +3,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trellis_backend.data.dataset import ProceduralDataset, collate_records, iter_records, make_record
-from trellis_backend.data.preview import main as preview_main
-from trellis_backend.data.voxelize import FEATURE_CHANNELS
+from trellis_lab.data.dataset import ProceduralDataset, collate_records, iter_records, make_record
+from trellis_lab.data.preview import main as preview_main
+from trellis_lab.data.voxelize import FEATURE_CHANNELS
 
 
 def test_make_record():
@@ -48,8 +48,8 @@ def test_preview_cli(tmp_path):
 
 
 def test_shards_roundtrip(tmp_path):
-    from trellis_backend.data.dataset import evaluation_set
-    from trellis_backend.data.shards import ShardDataset, main as shards_main
+    from trellis_lab.data.dataset import evaluation_set
+    from trellis_lab.data.shards import ShardDataset, main as shards_main
 
     path = tmp_path / "s.npz"
     assert shards_main(["--split", "train", "--start", "20", "--count", "3", "--out", str(path), "--captions", "2",

@@ -2,11 +2,11 @@
 import numpy as np
 import torch
 
-from trellis_backend.data.metrics import (CategoryClassifier, chamfer_distance, color_histogram, dominant_color,
+from trellis_lab.data.metrics import (CategoryClassifier, chamfer_distance, color_histogram, dominant_color,
                                           mesh_dominant_color, solid_iou, solid_occupancy, voxel_iou)
-from trellis_backend.data.palette import COLOR_NAMES, PALETTE, jittered, nearest_color_name
-from trellis_backend.data.shapes import CATEGORIES, sample_object
-from trellis_backend.data.voxelize import voxelize
+from trellis_lab.data.palette import COLOR_NAMES, PALETTE, jittered, nearest_color_name
+from trellis_lab.data.shapes import CATEGORIES, sample_object
+from trellis_lab.data.voxelize import voxelize
 
 
 def test_chamfer_and_iou():

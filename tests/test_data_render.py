@@ -3,9 +3,9 @@ import time
 
 import numpy as np
 
-from trellis_backend.data.render import camera_frame, render, render_views, surface_cloud
-from trellis_backend.data.shapes import CATEGORIES, build_object
-from trellis_backend.data.voxelize import voxelize
+from trellis_lab.data.render import camera_frame, render, render_views, surface_cloud
+from trellis_lab.data.shapes import CATEGORIES, build_object
+from trellis_lab.data.voxelize import voxelize
 
 
 def _project(points, yaw, pitch, size, radius=2.0, fov=40.0):
@@ -67,7 +67,7 @@ def test_surface_cloud_on_surface():
 
 
 def test_render_voxels_and_meshes():
-    from trellis_backend.data.render import cloud_from_mesh, cloud_from_voxels
+    from trellis_lab.data.render import cloud_from_mesh, cloud_from_voxels
 
     obj = build_object("tree", "pink", 2)
     v = voxelize(obj)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from trellis_backend.data.metrics import dominant_color
-from trellis_backend.data.shapes import CATEGORIES, build_object, sample_object
-from trellis_backend.data.voxelize import (FEATURE_CHANNELS, FEATURE_LAYOUT, RESOLUTION, shell_of, subvoxel_sdf,
+from trellis_lab.data.metrics import dominant_color
+from trellis_lab.data.shapes import CATEGORIES, build_object, sample_object
+from trellis_lab.data.voxelize import (FEATURE_CHANNELS, FEATURE_LAYOUT, RESOLUTION, shell_of, subvoxel_sdf,
                                            surface_points, voxelize)
 
 

@@ -32,7 +32,7 @@ def test_folder_loads_strictly(pipe):
 
 
 def test_prompt_gives_a_mesh_and_gaussians_of_the_prompted_colour(pipe):
-    from trellis_backend.data.metrics import mesh_dominant_color
+    from trellis_lab.data.metrics import mesh_dominant_color
     from trellis_backend.pipeline.export import mesh_vertex_colors
 
     res = pipe.generate(prompt="a red mug with a handle", seed=0, ss_steps=8, slat_steps=8,

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not (TEXT / "pipeline.json").is_file() or not (I
 
 
 def test_evaluate_structure_only_cpu(tmp_path):
-    from trellis_backend.training.evaluate import main
+    from trellis_lab.training.evaluate import main
 
     main(["--model", str(TEXT), "--image-model", str(IMAGE), "--n", "2", "--device", "cpu", "--structure-only",
           "--out", str(tmp_path / "a")])

@@ -12,7 +12,7 @@ from trellis_backend.errors import (BadInputError, Cancelled, CheckpointMismatch
                                     OutOfMemoryError)
 from trellis_backend.pipeline import TrellisPipeline
 from trellis_backend.pipeline.export import read_sidecar
-from trellis_backend.pipeline.random_model import make_random_model
+from trellis_lab.random_model import make_random_model
 
 FAST = dict(ss_steps=2, slat_steps=2)
 
@@ -85,7 +85,7 @@ def test_noise_follows_reference_seeding(image_pipe):
     image_pipe.sparse_structure_sampler.sample = spy
     try:
         cond = {"cond": torch.zeros(1, 65, 32), "neg_cond": torch.zeros(1, 65, 32)}
-        image_pipe.sample_sparse_structure(cond, torch.Generator().manual_seed(42), dict(
+        image_pipe.sample_structure(cond, torch.Generator().manual_seed(42), dict(
             image_pipe.sparse_structure_sampler_params, steps=1))
     finally:
         del image_pipe.sparse_structure_sampler.sample
@@ -129,7 +129,7 @@ def test_out_of_memory_becomes_a_hinted_error(image_pipe, cond_png, monkeypatch,
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(image_pipe, "sample_slat", boom)
+    monkeypatch.setattr(image_pipe, "sample_latent", boom)
     with pytest.raises(OutOfMemoryError) as e:
         image_pipe.generate(image=cond_png, output_dir=tmp_path, **FAST)
     assert "memory" in str(e.value) and e.value.hint
@@ -189,7 +189,7 @@ def test_text_pipeline_and_repo_references(folders, tmp_path):
     (text / "pipeline.json").write_text(json.dumps(cfg))
     with pytest.raises(MissingFileError) as e:
         TrellisPipeline.from_pretrained(text, device="cpu")
-    assert "org/tiny-image-large" in e.value.hint and "ss_dec_conv3d_tiny.json" in str(e.value)
+    assert "org/tiny-image-large" in e.value.hint and "ss_dec_tiny.json" in str(e.value)
     other_root = tmp_path / "elsewhere"
     shutil.copytree(folders["text"], other_root / "org" / "tiny-image-large")
     pipe = TrellisPipeline.from_pretrained(text, models_root=other_root, device="cpu")
@@ -210,8 +210,8 @@ def test_folder_errors_name_the_file(folders, tmp_path):
         TrellisPipeline.from_pretrained(tmp_path / "empty", device="cpu")
     broken = tmp_path / "broken"
     shutil.copytree(folders["image"], broken)
-    (broken / "ckpts" / "slat_flow_dit_tiny.safetensors").unlink()
-    with pytest.raises(MissingFileError, match="slat_flow_dit_tiny.safetensors"):
+    (broken / "ckpts" / "slat_flow_tiny.safetensors").unlink()
+    with pytest.raises(MissingFileError, match="slat_flow_tiny.safetensors"):
         TrellisPipeline.from_pretrained(broken, device="cpu")
     (broken / "pipeline.json").write_text("{not json")
     with pytest.raises(CheckpointMismatchError, match="pipeline.json"):

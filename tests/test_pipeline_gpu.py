@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from trellis_backend.pipeline import TrellisPipeline
-    from trellis_backend.pipeline.random_model import make_random_model
+    from trellis_lab.random_model import make_random_model
 
     root = tmp_path_factory.mktemp("gpu")
     folder = make_random_model(root / "model", "image")

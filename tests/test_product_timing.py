@@ -1,9 +1,9 @@
-"""`trellis_kernels.product_timing` (image -> GLB through TrellisPipeline.generate) runs end to end on the CPU."""
+"""`trellis_bench.product_timing` (image -> GLB through TrellisPipeline.generate) runs end to end on the CPU."""
 import json
 
 
 def test_product_timing_cpu_smoke(tmp_path):
-    from trellis_kernels.product_timing import main
+    from trellis_bench.product_timing import main
 
     out = tmp_path / "product.json"
     res = main(["--device", "cpu", "--size", "tiny", "--repeats", "2", "--out", str(out)])

@@ -5,15 +5,21 @@ import json
 
 import torch
 
-from trellis_backend.cli import build_parser
-from trellis_backend.pipeline.random_model import make_random_model
-from trellis_backend.training.configs import model_configs
+from trellis_lab.__main__ import build_parser, main
+from trellis_lab.random_model import make_random_model
+from trellis_lab.training.configs import model_configs
 
 
 def test_cli_offers_the_embedded_size():
-    args = build_parser(with_plugins=False).parse_args(
-        ["make-random-model", "--kind", "text", "--out", "x", "--size", "embedded"])
-    assert args.size == "embedded" and args.steps is None
+    args = build_parser().parse_args(["make-random-model", "--kind", "text", "--out", "x", "--size", "embedded"])
+    assert args.size == "embedded" and args.steps is None and args.family == "trellis"
+
+
+def test_trellis2_family_is_refused_with_a_hint(tmp_path, capsys):
+    code = main(["make-random-model", "--family", "trellis2", "--kind", "image", "--out", str(tmp_path / "t2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: --family trellis2" in err and "hint: use --family trellis" in err
+    assert not (tmp_path / "t2").exists()
 
 
 def test_embedded_random_folder(tmp_path):
@@ -29,7 +35,7 @@ def test_embedded_random_folder(tmp_path):
     from trellis_backend.pipeline.pipeline import TrellisPipeline
 
     pipe = TrellisPipeline.from_pretrained(folder, device="cpu")
-    cond, _ = pipe.get_cond("a chair")
-    coords = pipe.sample_sparse_structure(cond, torch.Generator().manual_seed(0),
+    cond, _ = pipe.encode_condition("a chair")
+    coords = pipe.sample_structure(cond, torch.Generator().manual_seed(0),
                                           dict(pipe.sparse_structure_sampler_params))
     assert 500 < coords.shape[0] < 20000  # calibrated to ~2% of the 64^3 grid (~5k voxels)

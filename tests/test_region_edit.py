@@ -16,7 +16,7 @@ from trellis_backend.edit.region import blend_weights, latent_mask
 from trellis_backend.errors import BadInputError
 from trellis_backend.pipeline import TrellisPipeline
 from trellis_backend.pipeline.export import read_sidecar
-from trellis_backend.pipeline.random_model import make_random_model
+from trellis_lab.random_model import make_random_model
 
 BOX = {"box_min": [-0.5, -0.5, 0.0], "box_max": [0.5, 0.5, 0.5]}  # upper half of the object
 

@@ -26,12 +26,14 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 class ServerProc:
     """Minimal protocol client for tests: a reader thread feeds a queue."""
 
-    def __init__(self, model, *extra, factory="test_server_double:load"):
+    def __init__(self, model, *extra, factory="test_server_double:load", editor="test_server_double:edit_region"):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "backend"), os.path.join(ROOT, "kernels"), TESTS])
         cmd = [sys.executable, "-m", "trellis_backend.server", "--model", str(model), "--device", "cpu", *extra]
         if factory:
             cmd += ["--pipeline-factory", factory]
+        if factory and editor:
+            cmd += ["--region-editor", editor]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env)
         self.events = queue.Queue()

@@ -2,9 +2,9 @@
 
 Never shipped (build_addon.py bundles backend/ and kernels/, not tests/).
 The server loads it through its hidden ``--pipeline-factory
-test_server_double:load`` option. It implements the pipeline interface the
-server calls (``generate`` / ``edit_region`` with ``progress`` and ``cancel``)
-and misbehaves on request via magic prompts, so every server code path can be
+test_server_double:load`` and ``--region-editor test_server_double:edit_region``
+options. It implements what the server calls (``pipe.generate`` and
+``edit_region(pipe, ...)`` with ``progress`` and ``cancel``) and misbehaves on request via magic prompts, so every server code path can be
 driven without torch:
 
 - ``raise:oom``  -> RuntimeError("CUDA out of memory ...")
@@ -78,11 +78,14 @@ class FakePipeline:
         return self._run("generate", prompt, image, seed, formats, output_dir, name, progress, cancel,
                          steps=ss_steps or 4)
 
-    def edit_region(self, sidecar_path, region=None, prompt=None, image=None, seed=0, formats=("mesh",),
-                    output_dir=".", name="edit", progress=None, cancel=None, **kw):
-        if not os.path.exists(sidecar_path):
-            raise MissingFileError("sidecar not found: %s" % sidecar_path)
-        return self._run("edit", prompt, image, seed, formats, output_dir, name, progress, cancel)
+
+
+def edit_region(pipe, sidecar_path, region=None, prompt=None, image=None, seed=0, formats=("mesh",), output_dir=".",
+                name="edit", progress=None, cancel=None, **kw):
+    """The region editor the server calls (as `trellis_backend.edit.edit_region`), on a FakePipeline."""
+    if not os.path.exists(sidecar_path):
+        raise MissingFileError("sidecar not found: %s" % sidecar_path)
+    return pipe._run("edit", prompt, image, seed, formats, output_dir, name, progress, cancel)
 
 
 def write_glb(path, seed=0):

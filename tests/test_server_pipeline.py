@@ -11,7 +11,7 @@ import pytest
 from test_server import P, ServerProc
 
 pytest.importorskip("torch")
-random_model = pytest.importorskip("trellis_backend.pipeline.random_model")
+random_model = pytest.importorskip("trellis_lab.random_model")
 
 
 @pytest.fixture(scope="module")

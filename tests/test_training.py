@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from trellis_backend.training.checkpoints import build_fresh
-from trellis_backend.training.configs import image_encoder_config, model_configs
-from trellis_backend.training.data import ObjectStore, make_object
+from trellis_lab.training.checkpoints import build_fresh
+from trellis_lab.training.configs import image_encoder_config, model_configs
+from trellis_lab.training.data import ObjectStore, make_object
 
 CFG = model_configs("tiny")
 MAX_VOXELS = 150  # crop objects so the mesh decoder (64 fine cubes per voxel) stays cheap on CPU
@@ -58,7 +58,7 @@ def _kw(out, steps=2):
 
 
 def test_ss_vae_trains_and_resumes(objects, tmp_path):
-    from trellis_backend.training.ss_vae import SSVAETrainer
+    from trellis_lab.training.ss_vae import SSVAETrainer
 
     def make(out, steps=2):
         torch.manual_seed(0)
@@ -71,7 +71,7 @@ def test_ss_vae_trains_and_resumes(objects, tmp_path):
 
 
 def test_slat_vae_trains_and_resumes(objects, tmp_path):
-    from trellis_backend.training.slat_vae import SLatVAETrainer
+    from trellis_lab.training.slat_vae import SLatVAETrainer
 
     def make(out, steps=2):
         torch.manual_seed(0)
@@ -88,8 +88,8 @@ def test_slat_vae_trains_and_resumes(objects, tmp_path):
 
 @pytest.mark.parametrize("stage,frozen", [("ss", False), ("slat", False), ("ss", True)])
 def test_flow_trains_and_resumes(objects, tmp_path, stage, frozen):
-    from trellis_backend.training.flow import FlowData, FlowTrainer
-    from trellis_backend.training.image_encoder_io import build_image_encoder
+    from trellis_lab.training.flow import FlowData, FlowTrainer
+    from trellis_lab.training.image_encoder_io import build_image_encoder
 
     class FakeText:  # the MiniLM condition format, without loading MiniLM
         num_tokens = 32
@@ -122,7 +122,7 @@ def test_flow_trains_and_resumes(objects, tmp_path, stage, frozen):
 
 
 def test_fold_sdf_makes_an_inner_wall():
-    from trellis_backend.training.slat_vae import fold_sdf
+    from trellis_lab.training.slat_vae import fold_sdf
 
     s = torch.tensor([2.0, 0.0, -0.75, -1.5, -3.0])
     assert torch.allclose(fold_sdf(s, 1.5), torch.tensor([2.0, 0.0, -0.75, 0.0, 1.5]))

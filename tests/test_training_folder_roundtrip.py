@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not (TEXT / "pipeline.json").is_file(), reason="
 
 def test_init_from_folder_then_assemble_round_trip(tmp_path):
     from trellis_backend.models import load_model
-    from trellis_backend.training.__main__ import main
+    from trellis_lab.training.__main__ import main
 
     init = tmp_path / "init"
     main(["init-from-folder", "--folder", str(TEXT), "--out", str(init)])

@@ -3,7 +3,6 @@
 Commands:
   generate            image or prompt -> GLB / PLY / SLAT sidecar
   variants            re-run stage 2 on an existing voxelisation (sidecar or mesh) with a new prompt/image/seed
-  make-random-model   write a tiny random-weight pipeline folder in the official layout (for tests)
 
 Errors the user can fix are printed as ``error: ...`` and ``hint: ...`` with a non-zero exit
 status: 2 bad input (missing/corrupt image, empty prompt, bad option), 3 missing model
@@ -19,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import BadInputError, Cancelled, MissingFileError, OutOfMemoryError, TrellisError
+from .errors import (BadInputError, Cancelled, MissingFileError, OutOfMemoryError, TrellisError, is_out_of_memory,
+                     out_of_memory_error)
 
 EXIT_BAD_INPUT = 2
 EXIT_MISSING = 3
@@ -73,17 +73,6 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
                        description="Re-run stage 2 on the voxels of a SLAT sidecar (.npz) or a mesh file.")
     v.add_argument("--from", dest="source", required=True, metavar="PATH", help="SLAT sidecar (.npz) or mesh file")
     _add_common(v)
-
-    r = sub.add_parser("make-random-model", help="write a tiny random-weight pipeline folder (tests)")
-    r.add_argument("--kind", choices=("image", "text"), required=True)
-    r.add_argument("--out", required=True, metavar="DIR")
-    r.add_argument("--size", choices=("tiny", "embedded", "official"), default="tiny",
-                   help="tiny (CPU tests), embedded (the embedded default model's sizes, for CPU timing) or "
-                        "official (TRELLIS-image-large sizes, for timing; needs the repo's tests/golden/official_keys)")
-    r.add_argument("--device", default="cpu", help="where the calibration runs (cuda for --size official)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--steps", type=int, default=None,
-                   help="sampling steps written into pipeline.json (default 3 tiny, 12 embedded, 25 official)")
 
     # region editing registers its own command(s): trellis_backend/edit/cli.py defines register(subparsers)
     # (skipped when one of the commands above is run, so their input errors come back without importing torch)
@@ -238,16 +227,7 @@ def cmd_variants(args) -> int:
     return 0
 
 
-def cmd_make_random_model(args) -> int:
-    from .pipeline.random_model import make_random_model
-
-    out = make_random_model(args.out, kind=args.kind, size=args.size, seed=args.seed, steps=args.steps,
-                            device=args.device)
-    print(f"random {args.kind} model written to {out}")
-    return 0
-
-
-COMMANDS = {"generate": cmd_generate, "variants": cmd_variants, "make-random-model": cmd_make_random_model}
+COMMANDS = {"generate": cmd_generate, "variants": cmd_variants}
 
 
 def _exit_code(exc: TrellisError) -> int:
@@ -286,10 +266,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # unexpected: show what and where to look
         if getattr(args, "debug", False):
             raise
-        from .pipeline.pipeline import _is_oom
-
-        if _is_oom(e):
-            err = OutOfMemoryError(f"out of memory: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}")
+        if is_out_of_memory(e):
+            err = out_of_memory_error(e)
             print(f"error: {err}\nhint: {err.hint}", file=sys.stderr)
             return EXIT_OOM
         print(f"error: unexpected {type(e).__name__}: {e}", file=sys.stderr)

@@ -11,16 +11,23 @@ outside the region is held at its known latent noised to t (blended over a
 margin of N voxels inside the region boundary); at the end the outside
 features are restored bit for bit. The result is a new sidecar and new
 decoded files next to the old ones, which are never overwritten.
+
+Both stages run inside the pipeline's one generation sequence (`pipeline.sequence.GenerationRun`), so
+an edit reports progress, honours cancel, times its stages and writes its files as a generation does;
+only public pipeline API is used.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from ..errors import BadInputError, MissingFileError
+from ..pipeline.export import read_sidecar
+from ..pipeline.options import check_name, normalize_formats
+from ..pipeline.pipeline import model_input_dtype
+from ..pipeline.sequence import GenerationRun
 from ..sparse import SparseTensor
 from .region import blend_weights, latent_mask, lookup, region_mask_grid
 
@@ -64,8 +71,8 @@ def edit_structure(pipe, coords: torch.Tensor, grid: torch.Tensor, cond: dict, p
     flow = pipe.get_model("sparse_structure_flow_model")
     decoder = pipe.get_model("sparse_structure_decoder")
     sampler = pipe.sparse_structure_sampler
-    with pipe._autocast():
-        known = encoder(occupancy.to(device, pipe._model_dtype(encoder)), sample_posterior=False).float()
+    with pipe.precision():
+        known = encoder(occupancy.to(device, model_input_dtype(encoder)), sample_posterior=False).float()
     editable = latent_mask(grid, flow.resolution).to(device)[None, None]
 
     def hold_outside(step, t_prev, x):
@@ -74,11 +81,11 @@ def edit_structure(pipe, coords: torch.Tensor, grid: torch.Tensor, cond: dict, p
     reso = flow.resolution
     noise = torch.randn(1, flow.in_channels, reso, reso, reso, generator=generator).to(device)
     noise = hold_outside(-1, 1.0, noise)
-    with pipe._autocast():
+    with pipe.precision():
         z = sampler.sample(flow, noise, cond["cond"].to(device), cond["neg_cond"].to(device), **params,
                            progress=progress, cancel=cancel, stage="sparse_structure", step_hook=hold_outside,
                            resample=resample, generator=generator).samples
-        logits = decoder(z.to(pipe._model_dtype(decoder)))[0, 0].float().cpu()
+        logits = decoder(z.to(model_input_dtype(decoder)))[0, 0].float().cpu()
     new_inside = (logits > 0) & grid
     outside_old = occupancy[0, 0].bool() & ~grid
     return torch.argwhere(outside_old | new_inside).int()
@@ -123,7 +130,7 @@ def edit_features(pipe, old_coords: torch.Tensor, old_feats: torch.Tensor, new_c
     noise = SparseTensor(torch.randn(len(coords), flow.in_channels, generator=generator).to(device), sparse_coords,
                          shape=(1, flow.in_channels))
     noise = hold_known(-1, 1.0, noise)
-    with pipe._autocast():
+    with pipe.precision():
         sample = sampler.sample(flow, noise, cond["cond"].to(device), cond["neg_cond"].to(device), **params,
                                 progress=progress, cancel=cancel, stage="slat", step_hook=hold_known,
                                 resample=resample, generator=generator).samples
@@ -143,10 +150,6 @@ def edit_region(pipe, sidecar_path, region: dict, prompt: Optional[str] = None, 
     Without a new prompt/image the asset's own condition is reused (a new seed then gives a new variant
     of the region). Files go to `output_dir` (default: the sidecar's folder) under a new name.
     """
-    from ..pipeline.export import read_sidecar
-    from ..pipeline.pipeline import _check_name, normalize_formats
-
-    t0 = time.perf_counter()
     sidecar_path = Path(sidecar_path).expanduser()
     old_coords_np, old_feats_np, old_settings = read_sidecar(sidecar_path)
     old_coords = torch.as_tensor(old_coords_np[:, -3:]).int()
@@ -158,41 +161,29 @@ def edit_region(pipe, sidecar_path, region: dict, prompt: Optional[str] = None, 
     if prompt is None and image is None:
         prompt = old_settings.get("prompt") if pipe.kind == "text" else None
         image = old_settings.get("image") if pipe.kind == "image" else None
-    report = progress or (lambda *a: None)
     out_dir = Path(output_dir).expanduser() if output_dir is not None else sidecar_path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     base = name or sidecar_path.name.replace(".slat.npz", "") + "_edit"
-    _check_name(base)
+    check_name(base)
     name = unique_name(out_dir, base)
 
-    with pipe.inference_guard():
-        report("condition", 0, 1, "encoding the condition")
-        cond, info = pipe.get_cond(prompt, image, background_threshold)
-        report("condition", 1, 1, "condition encoded")
-        generator = torch.Generator().manual_seed(int(seed))
-        ss_params = pipe._sampler_params(pipe.sparse_structure_sampler_params, ss_steps, ss_cfg)
-        slat_params = pipe._sampler_params(pipe.slat_sampler_params, slat_steps, slat_cfg)
-        timings = {}
-        t = time.perf_counter()
+    ss_params = pipe.sampler_params("sparse_structure", ss_steps, ss_cfg)
+    slat_params = pipe.sampler_params("slat", slat_steps, slat_cfg)
+    with GenerationRun(pipe, seed, progress, cancel) as run:
+        cond, info = run.condition(prompt, image, background_threshold)
         if keep_structure:
             new_coords = old_coords
         else:
-            new_coords = edit_structure(pipe, old_coords, grid, cond, ss_params, generator, progress, cancel,
-                                        resample)
+            new_coords = run.stage("sparse_structure", edit_structure, pipe, old_coords, grid, cond, ss_params,
+                                   run.generator, progress, cancel, resample)
             if len(new_coords) == 0:
                 raise BadInputError("the edit left no voxel at all", hint="Try another seed or prompt.")
-        timings["sparse_structure"] = time.perf_counter() - t
-        t = time.perf_counter()
-        slat = edit_features(pipe, old_coords, old_feats, new_coords, grid, margin, cond, slat_params,
-                             generator, progress, cancel, resample)
-        timings["slat"] = time.perf_counter() - t
-        settings = pipe._settings(int(seed), info, ss_params, slat_params, fmts, None)
+        slat = run.stage("slat", edit_features, pipe, old_coords, old_feats, new_coords, grid, margin, cond,
+                         slat_params, run.generator, progress, cancel, resample)
+        settings = pipe.run_settings(run.seed, info, ss_params, slat_params, fmts, None)
         settings["edit"] = {"of": str(sidecar_path.resolve()), "region": region, "keep_structure": keep_structure,
                             "margin": margin, "resample": resample}
-        result = pipe._decode_and_export(slat, fmts, out_dir, name, settings, progress, cancel, timings,
-                                         texture_size)
-    result["meta"]["timings"].update(timings)
-    result["meta"]["timings"]["total"] = time.perf_counter() - t0
+        result = run.finish(slat, fmts, out_dir, name, settings, texture_size)
     result["meta"]["edited_voxels"] = int(lookup(grid, slat.coords[:, 1:].cpu()).sum())
     result["outputs"]["region_grid"] = grid
     return result

@@ -4,15 +4,16 @@ One class serves the released TRELLIS folders (image-large, text-base/large/xlar
 the project's embedded model: both are a folder with ``pipeline.json`` +
 ``ckpts/<name>.json|.safetensors`` (see `TrellisPipeline.from_pretrained`).
 
-Stages (as the reference's ``run``):
+Stages (as the reference's ``run``), each a public method that the one generation sequence
+(`sequence.GenerationRun`) composes in `generate`, `variants` and `trellis_backend.edit.edit_region`:
 
-1. condition: image -> preprocess -> encoder (``cond``, ``neg_cond`` = zeros), or
+1. `encode_condition`: image -> preprocess -> encoder (``cond``, ``neg_cond`` = zeros), or
    prompt -> text encoder (``neg_cond`` = encoding of "");
-2. sparse structure: noise ``[1, 8, 16, 16, 16]`` -> flow sampler -> SS decoder ->
+2. `sample_structure`: noise ``[1, 8, 16, 16, 16]`` -> flow sampler -> SS decoder ->
    ``coords = argwhere(logits > 0)`` (64^3 grid);
-3. SLAT: noise ``[N, 8]`` on those coords -> flow sampler -> ``slat * std + mean``;
-4. decoders: mesh (FlexiCubes), Gaussians, radiance field;
-5. files: GLB, PLY, SLAT sidecar (`export`).
+3. `sample_latent` (SLAT): noise ``[N, 8]`` on those coords -> flow sampler -> ``slat * std + mean``;
+4. `decode`: mesh (FlexiCubes), Gaussians, radiance field;
+5. `export`: GLB, PLY, SLAT sidecar (module `export`).
 
 Seeds: noise is drawn on the CPU from ``torch.Generator().manual_seed(seed)`` (stage 1
 first, then stage 2, the order and values of the reference's ``torch.manual_seed``), so
@@ -21,24 +22,24 @@ a seed gives the same noise on every device and identical results on the same de
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import time
+import types
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from ..errors import (BadInputError, Cancelled, CheckpointMismatchError, MissingFileError, OutOfMemoryError,
-                      TrellisError)
-from .options import FORMAT_ALIASES, check_name as _check_name, normalize_formats  # noqa: F401
+from ..errors import (BadInputError, CheckpointMismatchError, MissingFileError, TrellisError, is_out_of_memory,
+                      out_of_memory_error)
+from .options import check_name, normalize_formats
 from .samplers import build_sampler
+from .sequence import GenerationRun, ProgressFn, check_cancel, free_memory
 
 PIPELINE_VERSION = "trellis-blender-pipeline/1"
-
-ProgressFn = Callable[[str, int, int, str], None]
 
 EAGER_MODELS = ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model")
 DECODERS = {"mesh": "slat_decoder_mesh", "gaussians": "slat_decoder_gs", "radiance_field": "slat_decoder_rf"}
@@ -181,19 +182,44 @@ def _load_model(path: Path, device: torch.device, dtype: torch.dtype):
     return load_model(path, device=device, **overrides)
 
 
-def _free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+def model_input_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype a model takes its input in: float32 for a half-precision torso (it casts inside)."""
+    for p in model.parameters():
+        return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+    return torch.float32
 
 
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+def attach_fast_path(pipeline) -> Optional[Any]:
+    """The CUDA fast path's hook for `pipeline`: an object with ``stage(name)`` (a context manager around a
+    sampling stage) and ``detach()``; None on the CPU, with TRELLIS_ACCEL=0, or when it cannot start (then a
+    warning; the plain path still works).
+
+    Adapts today's `accel.maybe_enable` to that shape (its stage hook frees the stage-2 CUDA graphs before
+    the decoders); `accel.attach(pipeline)` takes this function's place when it lands.
+    """
+    if pipeline.device.type != "cuda":
+        return None
+    try:
+        from ..accel import maybe_enable
+    except ImportError:
+        return None
+    try:
+        accelerator = maybe_enable(pipeline)
+    except Exception as e:  # the plain path still works
+        warnings.warn(f"CUDA fast path disabled: {type(e).__name__}: {e}")
+        return None
+    if accelerator is None:
+        return None
+
+    @contextlib.contextmanager
+    def stage(name: str):
+        try:
+            yield
+        finally:  # stage-2 graphs hold this voxel set's activations: free them before the decoders
+            if name == "slat" and accelerator.active:
+                accelerator.release_graphs(sparse_only=True)
+
+    return types.SimpleNamespace(stage=stage, detach=accelerator.disable, accelerator=accelerator)
 
 
 # ------------------------------------------------------------------------ pipeline
@@ -220,7 +246,7 @@ class TrellisPipeline:
         self.slat_normalization = args["slat_normalization"]
         self.kind = "image" if args.get("image_cond_model") else "text"
         self.background_threshold: Optional[float] = None
-        self.accel = None  # set by _enable_accel on CUDA
+        self.fast_path = None  # the CUDA fast path's hook (`attach_fast_path`), set by from_pretrained
 
     # -------------------------------------------------------------- loading
     @classmethod
@@ -262,25 +288,8 @@ class TrellisPipeline:
         for key in ("slat_decoder_mesh", "slat_decoder_gs"):
             if key in config["args"]["models"]:
                 pipe.get_model(key)
-        pipe._enable_accel()
+        pipe.fast_path = attach_fast_path(pipe)
         return pipe
-
-    def _enable_accel(self) -> None:
-        """CUDA fast path (`trellis_backend.accel`): on for CUDA unless TRELLIS_ACCEL=0; never fatal."""
-        self.accel = None
-        if self.device.type != "cuda":
-            return
-        try:
-            from ..accel import maybe_enable
-        except ImportError:
-            return
-        try:
-            self.accel = maybe_enable(self)
-        except Exception as e:  # the plain path still works
-            import warnings
-
-            warnings.warn(f"CUDA fast path disabled: {type(e).__name__}: {e}")
-            self.accel = None
 
     def get_model(self, key: str) -> torch.nn.Module:
         """A model of pipeline.json ``args.models`` (loaded on first use)."""
@@ -295,15 +304,16 @@ class TrellisPipeline:
             self.models[key] = _load_model(path, self.device, self.dtype).eval()
         return self.models[key]
 
-    def _autocast(self):
-        # the fast path holds the torso in the target dtype itself and runs with autocast off
-        if self.dtype == torch.float32 or getattr(self, "accel", None) is not None:
+    def precision(self):
+        """The context the models run in: autocast to the pipeline's dtype, or nothing (float32, or the
+        fast path, which holds the torso in the target dtype itself and runs with autocast off)."""
+        if self.dtype == torch.float32 or self.fast_path is not None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     # ------------------------------------------------------------ condition
-    def get_cond(self, prompt: Optional[str] = None, image=None, background_threshold: Optional[float] = None,
-                 ) -> Tuple[dict, dict]:
+    def encode_condition(self, prompt: Optional[str] = None, image=None,
+                         background_threshold: Optional[float] = None) -> Tuple[dict, dict]:
         """({'cond', 'neg_cond'}, info) for a prompt, an image, or a list of images (multi-image)."""
         if self.kind == "text":
             if image is not None and prompt is None:
@@ -332,7 +342,9 @@ class TrellisPipeline:
         return cond, {"image": names[0] if len(names) == 1 else names, "preprocessed": pre}
 
     # --------------------------------------------------------------- stages
-    def _sampler_params(self, base: dict, steps: Optional[int], cfg: Optional[float]) -> dict:
+    def sampler_params(self, stage: str, steps: Optional[int] = None, cfg: Optional[float] = None) -> dict:
+        """Sampler parameters of a stage ('sparse_structure' or 'slat'): pipeline.json's, with `steps` / `cfg`."""
+        base = {"sparse_structure": self.sparse_structure_sampler_params, "slat": self.slat_sampler_params}[stage]
         params = dict(base)
         if steps is not None:
             if int(steps) < 1:
@@ -343,33 +355,26 @@ class TrellisPipeline:
         return params
 
     @torch.no_grad()
-    def sample_sparse_structure(self, cond: dict, generator: torch.Generator, params: dict,
-                                progress: Optional[ProgressFn] = None, cancel=None, num_samples: int = 1,
-                                multi_image: Optional[str] = None) -> torch.Tensor:
+    def sample_structure(self, cond: dict, generator: torch.Generator, params: dict,
+                         progress: Optional[ProgressFn] = None, cancel=None, num_samples: int = 1,
+                         multi_image: Optional[str] = None) -> torch.Tensor:
         """Occupied voxels ``[N, 4]`` int32 (batch, x, y, z) of the 64^3 grid."""
         flow = self.get_model("sparse_structure_flow_model")
         reso = flow.resolution
         noise = torch.randn(num_samples, flow.in_channels, reso, reso, reso, generator=generator).to(self.device)
-        with self._autocast():
+        with self.precision():
             z_s = self.sparse_structure_sampler.sample(
                 flow, noise, cond["cond"].to(self.device), cond["neg_cond"].to(self.device), **params,
                 progress=progress, cancel=cancel, stage="sparse_structure", multi_image=multi_image).samples
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled after stage 1")
+            check_cancel(cancel, "after stage 1")
             decoder = self.get_model("sparse_structure_decoder")
-            logits = decoder(z_s.to(self._model_dtype(decoder)))
+            logits = decoder(z_s.to(model_input_dtype(decoder)))
         coords = torch.argwhere(logits > 0)[:, [0, 2, 3, 4]].int()
         del logits, z_s
         return coords
 
-    @staticmethod
-    def _model_dtype(model) -> torch.dtype:
-        for p in model.parameters():
-            return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
-        return torch.float32
-
     @torch.no_grad()
-    def sample_slat(self, cond: dict, coords: torch.Tensor, generator: torch.Generator, params: dict,
+    def sample_latent(self, cond: dict, coords: torch.Tensor, generator: torch.Generator, params: dict,
                     progress: Optional[ProgressFn] = None, cancel=None, multi_image: Optional[str] = None):
         """De-normalised structured latent on `coords` (a SparseTensor)."""
         from ..sparse import SparseTensor
@@ -379,7 +384,7 @@ class TrellisPipeline:
         batch = int(coords[:, 0].max().item()) + 1 if coords.shape[0] else 1
         noise = SparseTensor(torch.randn(coords.shape[0], flow.in_channels, generator=generator).to(self.device),
                              coords, shape=(batch, flow.in_channels))
-        with self._autocast():
+        with self.precision():
             slat = self.slat_sampler.sample(
                 flow, noise, cond["cond"].to(self.device), cond["neg_cond"].to(self.device), **params,
                 progress=progress, cancel=cancel, stage="slat", multi_image=multi_image).samples
@@ -388,15 +393,20 @@ class TrellisPipeline:
         return slat.replace(slat.feats.float() * std + mean)
 
     @torch.no_grad()
-    def decode_slat(self, slat, formats: Sequence[str] = ("mesh", "gaussians"),
-                    progress: Optional[ProgressFn] = None) -> dict:
+    def decode(self, slat, formats: Sequence[str] = ("mesh", "gaussians"),
+               progress: Optional[ProgressFn] = None) -> dict:
+        """``{format: [decoded per item]}`` for the decodable `formats` (mesh, gaussians, radiance_field); with
+        a mesh whose decoder has no colour channels, also the Gaussians its GLB takes the colours from."""
         out = {}
         todo = [f for f in formats if f in DECODERS]
+        if "mesh" in todo and "gaussians" not in todo and not self._mesh_has_colour() \
+                and "slat_decoder_gs" in self.config["args"]["models"]:
+            todo.append("gaussians")
         for i, fmt in enumerate(todo):
             if progress is not None:
                 progress("decode", i, len(todo), f"decoding {fmt}")
             decoder = self.get_model(DECODERS[fmt])
-            with self._autocast():
+            with self.precision():
                 out[fmt] = decoder(slat)
         if progress is not None and todo:
             progress("decode", len(todo), len(todo), "decoded")
@@ -414,10 +424,24 @@ class TrellisPipeline:
         written only when `output_dir` is given (the SLAT sidecar always, with them).
         """
         fmts = normalize_formats(formats)
-        with self.inference_guard():
-            return self._generate(prompt, image, int(seed), ss_steps, slat_steps, ss_cfg, slat_cfg, fmts,
-                                  output_dir, name, progress, cancel, background_threshold, multi_image_mode,
-                                  texture_size)
+        if output_dir is not None:
+            check_name(name)
+        ss_params = self.sampler_params("sparse_structure", ss_steps, ss_cfg)
+        slat_params = self.sampler_params("slat", slat_steps, slat_cfg)
+        with GenerationRun(self, seed, progress, cancel) as run:
+            cond, info = run.condition(prompt, image, background_threshold)
+            multi = self._multi_image(cond, multi_image_mode)
+            coords = run.stage("sparse_structure", self.sample_structure, cond, run.generator, ss_params, progress,
+                               cancel, multi_image=multi)
+            if coords.shape[0] == 0:
+                raise EmptyStructureError("the sparse structure is empty (no voxel decoded as occupied)")
+            slat = run.stage("slat", self.sample_latent, cond, coords, run.generator, slat_params, progress, cancel,
+                             multi_image=multi)
+            settings = self.run_settings(run.seed, info, ss_params, slat_params, fmts, multi)
+            result = run.finish(slat, fmts, output_dir, name, settings, texture_size)
+        if "preprocessed" in info:
+            result["outputs"]["condition_image"] = info["preprocessed"]
+        return result
 
     @contextlib.contextmanager
     def inference_guard(self):
@@ -429,64 +453,18 @@ class TrellisPipeline:
         except TrellisError:
             raise
         except BaseException as e:
-            if _is_oom(e):
-                _free_memory(self.device)
-                raise self._oom_error(e) from e
+            if is_out_of_memory(e):
+                free_memory(self.device)
+                raise out_of_memory_error(e, on_gpu=self.device.type == "cuda") from e
             raise
 
-    def _oom_error(self, e: BaseException) -> OutOfMemoryError:
-        if self.device.type == "cuda":
-            return OutOfMemoryError(f"the GPU ran out of memory: {str(e).splitlines()[0][:300]}")
-        return OutOfMemoryError(f"the computer ran out of memory: {str(e).splitlines()[0][:300] if str(e) else ''}",
-                                hint="Close other programs, generate fewer output kinds (e.g. --formats glb), "
-                                     "or use a machine with more RAM / a GPU.")
+    def _multi_image(self, cond: dict, mode: str) -> Optional[str]:
+        """`mode` when an image model got several images (multi-image conditioning), else None."""
+        return mode if (self.kind == "image" and cond["cond"].shape[0] > 1) else None
 
-    def _check_cancel(self, cancel, where: str) -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(f"cancelled {where}")
-
-    def _generate(self, prompt, image, seed, ss_steps, slat_steps, ss_cfg, slat_cfg, fmts, output_dir, name,
-                  progress, cancel, background_threshold, multi_image_mode, texture_size) -> dict:
-        timings: Dict[str, float] = {}
-        t0 = time.perf_counter()
-        report = progress or (lambda *a: None)
-        if output_dir is not None:
-            _check_name(name)
-        report("condition", 0, 1, "encoding the condition")
-        cond, info = self.get_cond(prompt, image, background_threshold)
-        multi = multi_image_mode if (self.kind == "image" and cond["cond"].shape[0] > 1) else None
-        report("condition", 1, 1, "condition encoded")
-        timings["condition"] = time.perf_counter() - t0
-        self._check_cancel(cancel, "after encoding the condition")
-
-        ss_params = self._sampler_params(self.sparse_structure_sampler_params, ss_steps, ss_cfg)
-        slat_params = self._sampler_params(self.slat_sampler_params, slat_steps, slat_cfg)
-        gen = torch.Generator().manual_seed(seed)
-
-        t = time.perf_counter()
-        coords = self.sample_sparse_structure(cond, gen, ss_params, progress, cancel, multi_image=multi)
-        timings["sparse_structure"] = time.perf_counter() - t
-        if coords.shape[0] == 0:
-            raise EmptyStructureError("the sparse structure is empty (no voxel decoded as occupied)")
-        _free_memory(self.device)
-        self._check_cancel(cancel, "after stage 1")
-
-        t = time.perf_counter()
-        slat = self.sample_slat(cond, coords, gen, slat_params, progress, cancel, multi_image=multi)
-        timings["slat"] = time.perf_counter() - t
-        _free_memory(self.device)
-        self._check_cancel(cancel, "after stage 2")
-
-        settings = self._settings(seed, info, ss_params, slat_params, fmts, multi)
-        result = self._decode_and_export(slat, fmts, output_dir, name, settings, progress, cancel, timings,
-                                         texture_size)
-        result["meta"]["timings"]["total"] = time.perf_counter() - t0
-        result["meta"]["timings"].update({k: v for k, v in timings.items()})
-        if "preprocessed" in info:
-            result["outputs"]["condition_image"] = info["preprocessed"]
-        return result
-
-    def _settings(self, seed, info, ss_params, slat_params, fmts, multi) -> dict:
+    def run_settings(self, seed: int, info: dict, ss_params: dict, slat_params: dict, fmts: Sequence[str],
+                     multi: Optional[str]) -> dict:
+        """What a result records about how it was made (the sidecar's settings and the result's meta)."""
         return {
             "pipeline_version": PIPELINE_VERSION,
             "model_folder": str(self.folder),
@@ -508,19 +486,12 @@ class TrellisPipeline:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
 
-    def _decode_and_export(self, slat, fmts, output_dir, name, settings, progress, cancel, timings,
-                           texture_size: int = 0) -> dict:
-        from . import export
+    def export(self, slat, decoded: dict, fmts: Sequence[str], output_dir, name: str, settings: dict,
+               progress: Optional[ProgressFn] = None, cancel=None, texture_size: int = 0) -> dict:
+        """The result of a run: ``outputs`` (the requested decodings, the SLAT), ``meta`` (settings, counts)
+        and, when `output_dir` is given, ``files``: GLB (mesh), PLY (Gaussians) and the SLAT sidecar."""
+        from .export import write_glb, write_ply, write_sidecar
 
-        report = progress or (lambda *a: None)
-        t = time.perf_counter()
-        decode = list(fmts)
-        need_gs_colours = "mesh" in fmts and "gaussians" not in fmts and not self._mesh_has_colour()
-        if need_gs_colours and "slat_decoder_gs" in self.config["args"]["models"]:
-            decode.append("gaussians")
-        decoded = self.decode_slat(slat, decode, progress)
-        timings["decode"] = time.perf_counter() - t
-        self._check_cancel(cancel, "after decoding")
         outputs: Dict[str, Any] = {"slat": slat, "coords": slat.coords}
         mesh = decoded.get("mesh", [None])[0]
         gaussians = decoded.get("gaussians", [None])[0]
@@ -539,26 +510,24 @@ class TrellisPipeline:
             meta["gaussians"] = int(gaussians.get_xyz.shape[0])
         files: Dict[str, str] = {}
         if output_dir is not None:
-            t = time.perf_counter()
+            report = progress or (lambda *a: None)
             out = Path(output_dir).expanduser()
             out.mkdir(parents=True, exist_ok=True)
             steps = (["glb"] if "mesh" in fmts else []) + (["ply"] if "gaussians" in fmts else []) + ["slat"]
             for i, kind in enumerate(steps):
                 report("export", i, len(steps), f"writing {kind}")
-                self._check_cancel(cancel, f"before writing the {kind} file")
+                check_cancel(cancel, f"before writing the {kind} file")
                 if kind == "glb":
                     path = out / f"{name}.glb"
-                    info = export.write_glb(path, mesh, gaussians=gaussians, texture_size=texture_size)
-                    meta["glb"] = info
+                    meta["glb"] = write_glb(path, mesh, gaussians=gaussians, texture_size=texture_size)
                 elif kind == "ply":
                     path = out / f"{name}.ply"
-                    export.write_ply(path, gaussians)
+                    write_ply(path, gaussians)
                 else:
                     path = out / f"{name}.slat.npz"
-                    export.write_sidecar(path, slat.coords, slat.feats, settings)
+                    write_sidecar(path, slat.coords, slat.feats, settings)
                 files[kind] = str(path.resolve())
             report("export", len(steps), len(steps), "files written")
-            timings["export"] = time.perf_counter() - t
         return {"files": files, "meta": meta, "outputs": outputs}
 
     def _mesh_has_colour(self) -> bool:
@@ -589,29 +558,18 @@ class TrellisPipeline:
         (e.g. a MeshExtractResult). Meshes are normalised into the unit cube like the reference.
         """
         fmts = normalize_formats(formats)
-        with self.inference_guard():
-            t0 = time.perf_counter()
+        if output_dir is not None:
+            check_name(name)
+        params = self.sampler_params("slat", slat_steps, slat_cfg)
+        with GenerationRun(self, seed, progress, cancel) as run:
             coords = self._coords_from(mesh_or_coords)
-            report = progress or (lambda *a: None)
-            if output_dir is not None:
-                _check_name(name)
-            report("condition", 0, 1, "encoding the condition")
-            cond, info = self.get_cond(prompt, image, background_threshold)
-            multi = "stochastic" if (self.kind == "image" and cond["cond"].shape[0] > 1) else None
-            report("condition", 1, 1, "condition encoded")
-            params = self._sampler_params(self.slat_sampler_params, slat_steps, slat_cfg)
-            gen = torch.Generator().manual_seed(int(seed))
-            timings: Dict[str, float] = {}
-            t = time.perf_counter()
-            slat = self.sample_slat(cond, coords, gen, params, progress, cancel, multi_image=multi)
-            timings["slat"] = time.perf_counter() - t
-            settings = self._settings(int(seed), info, self.sparse_structure_sampler_params, params, fmts, multi)
+            cond, info = run.condition(prompt, image, background_threshold)
+            multi = self._multi_image(cond, "stochastic")
+            slat = run.stage("slat", self.sample_latent, cond, coords, run.generator, params, progress, cancel,
+                             multi_image=multi)
+            settings = self.run_settings(run.seed, info, self.sparse_structure_sampler_params, params, fmts, multi)
             settings["variant_of"] = str(mesh_or_coords) if isinstance(mesh_or_coords, (str, Path)) else None
-            res = self._decode_and_export(slat, fmts, output_dir, name, settings, progress, cancel, timings,
-                                          texture_size)
-            res["meta"]["timings"].update(timings)
-            res["meta"]["timings"]["total"] = time.perf_counter() - t0
-            return res
+            return run.finish(slat, fmts, output_dir, name, settings, texture_size)
 
     def _coords_from(self, src) -> torch.Tensor:
         from .voxelize import Y_UP_TO_Z_UP, voxelize_surface
@@ -649,22 +607,12 @@ class TrellisPipeline:
             raise BadInputError("voxel coordinates must lie in [0, 63]")
         return c
 
-    # --------------------------------------------------------- region edit
-    def edit_region(self, sidecar_path, region, **kwargs) -> dict:
-        """Region editing lives in `trellis_backend.edit`; this forwards to it."""
-        try:
-            from ..edit import edit_region
-        except ImportError as e:
-            raise NotImplementedError("region editing is not available in this backend") from e
-        return edit_region(self, sidecar_path, region, **kwargs)
-
     # -------------------------------------------------------------- memory
     def release(self) -> None:
         """Drop every model and free accelerator memory."""
-        acc = getattr(self, "accel", None)
-        if acc is not None:
-            acc.disable()
-            self.accel = None
+        if self.fast_path is not None:
+            self.fast_path.detach()
+            self.fast_path = None
         self.models.clear()
         self.conditioner = None
-        _free_memory(self.device)
+        free_memory(self.device)

@@ -49,8 +49,8 @@ def take_over_stdout():
     return os.fdopen(proto_fd, "wb", buffering=0)
 
 
-def load_factory(spec):
-    """'package.module:attr.attr' -> callable (lets tests inject a test-double pipeline)."""
+def load_callable(spec):
+    """'package.module:attr.attr' -> callable (lets tests inject a test-double pipeline and its editor)."""
     module_name, _, attr = spec.partition(":")
     obj = importlib.import_module(module_name)
     for part in (attr or "load").split("."):
@@ -58,9 +58,8 @@ def load_factory(spec):
     return obj
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m trellis_backend.server",
-                                 description="TRELLIS backend server (line-delimited JSON over stdin/stdout).")
+def add_server_arguments(ap):
+    """The server's options (also those of ``python -m trellis_backend serve``)."""
     ap.add_argument("--model", required=True, help="pipeline folder (pipeline.json + ckpts/)")
     ap.add_argument("--models-root", default=None,
                     help="folder that holds other model folders referenced as <org>/<repo>/ckpts/<name>")
@@ -68,6 +67,13 @@ def parse_args(argv=None):
     ap.add_argument("--output-dir", default=None, help="default folder for outputs when a request names none")
     ap.add_argument("--log-level", default="INFO")
     ap.add_argument("--pipeline-factory", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--region-editor", default=None, help=argparse.SUPPRESS)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m trellis_backend.server",
+                                 description="TRELLIS backend server (line-delimited JSON over stdin/stdout).")
+    add_server_arguments(ap)
     return ap.parse_args(argv)
 
 
@@ -99,14 +105,19 @@ def serve(stdin, send, runner):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    return run_server(parse_args(argv))
+
+
+def run_server(args):
+    """Serve requests on stdin/stdout until shutdown or EOF; returns the process exit code."""
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO), stream=sys.stderr,
                         format="[trellis-server %(levelname)s] %(message)s")
     send = EventWriter(take_over_stdout())
-    factory = load_factory(args.pipeline_factory) if args.pipeline_factory else None
+    factory = load_callable(args.pipeline_factory) if args.pipeline_factory else None
+    editor = load_callable(args.region_editor) if args.region_editor else None
     runner = JobRunner(send, os.path.abspath(args.model) if args.model else args.model,
                        models_root=args.models_root, device=args.device, output_dir=args.output_dir,
-                       factory=factory)
+                       factory=factory, editor=editor)
     send(P.ready_event(pid=os.getpid(), model=runner.model, device=args.device, python=sys.executable,
                        backend_package=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     log.info("ready (model %s, device %s)", runner.model, args.device)

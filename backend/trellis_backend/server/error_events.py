@@ -1,42 +1,27 @@
 """Turn any exception from a job into the (type, message, hint) a user sees.
 
 TrellisError subclasses already carry a hint; out-of-memory errors from torch
-are recognised by name/message (torch is never imported here) and get advice;
+are recognised by `errors.is_out_of_memory` (torch is never imported here) and get advice;
 anything else is reported as an internal error with its traceback attached
 as ``detail`` for the log, never as the headline.
 """
 
 import traceback
 
-from ..errors import OutOfMemoryError, TrellisError
+from ..errors import TrellisError, is_out_of_memory, out_of_memory_error
 
-CPU_OOM_HINT = ("The computer ran out of memory (RAM). Close other programs, lower the number of "
-                "sampling steps, or generate only one output kind.")
 MISSING_DEPENDENCY_HINT = ("The backend's Python environment lacks a package. Run 'Set up backend' in the "
                            "TRELLIS add-on preferences, or pip install the backend requirements into the "
                            "interpreter the add-on is configured to use.")
 INTERNAL_HINT = "This is a bug in the backend. The backend log (stderr) has the full traceback."
 
 
-def is_out_of_memory(exc):
-    """True for torch.OutOfMemoryError, torch.cuda.OutOfMemoryError, MemoryError, 'out of memory' runtime errors."""
-    if isinstance(exc, (MemoryError, OutOfMemoryError)):
-        return True
-    if type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 def describe_exception(exc):
     """Return dict(error_type, message, hint, detail) for an exception raised by a job."""
+    if is_out_of_memory(exc):
+        exc = out_of_memory_error(exc)
     if isinstance(exc, TrellisError):
         return {"error_type": type(exc).__name__, "message": str(exc), "hint": exc.hint, "detail": None}
-    if is_out_of_memory(exc):
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
-        gpu = "cuda" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
-        return {"error_type": "OutOfMemoryError", "message": "Out of memory: %s" % message,
-                "hint": OutOfMemoryError.hint if gpu else CPU_OOM_HINT, "detail": None}
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, ImportError):
         return {"error_type": "MissingDependency", "message": str(exc), "hint": MISSING_DEPENDENCY_HINT,

@@ -10,9 +10,9 @@ import logging
 import os
 import threading
 
-from ..errors import Cancelled
+from ..errors import Cancelled, is_out_of_memory
 from . import protocol as P
-from .error_events import describe_exception, free_accelerator_memory, is_out_of_memory
+from .error_events import describe_exception, free_accelerator_memory
 
 log = logging.getLogger("trellis.server")
 
@@ -24,19 +24,27 @@ def default_pipeline_factory(model, models_root=None, device="auto"):
     return TrellisPipeline.from_pretrained(model, models_root=models_root, device=device)
 
 
+def default_region_editor(pipe, sidecar_path, **params):
+    """Region editing of the real pipeline (`trellis_backend.edit.edit_region`; imports torch)."""
+    from ..edit import edit_region
+
+    return edit_region(pipe, sidecar_path, **params)
+
+
 def _jsonable(value):
     """Meta dicts may hold numpy/torch scalars or paths; make them JSON-safe."""
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 class JobRunner:
-    def __init__(self, send, model, models_root=None, device="auto", output_dir=None, factory=None):
+    def __init__(self, send, model, models_root=None, device="auto", output_dir=None, factory=None, editor=None):
         self.send = send
         self.model = model
         self.models_root = models_root
         self.device = device
         self.output_dir = output_dir
         self.factory = factory or default_pipeline_factory
+        self.editor = editor or default_region_editor
         self.pipeline = None
         self._lock = threading.Lock()
         self._job = None          # protocol.Job of the live job, or None
@@ -138,10 +146,8 @@ class JobRunner:
         params.setdefault("name", job.id)
         os.makedirs(params["output_dir"], exist_ok=True)
         if job.type == P.EDIT:
-            if not hasattr(pipe, "edit_region"):
-                raise NotImplementedError("this backend's pipeline has no region editing")
             sidecar = params.pop("sidecar_path")
-            return pipe.edit_region(sidecar, progress=progress, cancel=cancel, **params)
+            return self.editor(pipe, sidecar, progress=progress, cancel=cancel, **params)
         return pipe.generate(progress=progress, cancel=cancel, **params)
 
     def _run(self, job, cancel):

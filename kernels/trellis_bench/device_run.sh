@@ -1,12 +1,12 @@
 #!/bin/bash
-# What the lent GPU ran for the stage table (docs/BENCHMARKS.md): bash kernels/device_run.sh <phase>
+# What the lent GPU ran for the stage table (docs/BENCHMARKS.md): bash kernels/trellis_bench/device_run.sh <phase>
 #   phase 1: deps check, GPU tests of the fast path (tests/test_accel.py -m gpu), stage bench with tuning
 #   phase 2: stage bench with the tuned conv table and Triton cache of phase 1 (.whl/triton_cache.tgz)
-#   every phase then times image -> GLB through TrellisPipeline.generate (trellis_kernels.product_timing)
+#   every phase then times image -> GLB through TrellisPipeline.generate (trellis_bench.product_timing)
 # Wheels of missing runtime deps (trimesh, plyfile) travel in .whl/ (see /work/.library/device/README.md).
 # Carry: run(carry=[".whl", ".golden"]).
 set -o pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PHASE=${1:-1}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=/tmp/triton-cache
@@ -47,12 +47,12 @@ else
 fi
 echo "== stage bench"
 env $EXTRA TRELLIS_STAGE_PROFILE=${PROFILE:-1} TRELLIS_STAGE_BUDGET=${BUDGET:-140} \
-  timeout ${BENCH_TIMEOUT:-165} python3 -m trellis_kernels.bench --groups stages --out "$OUT/stages.md" \
+  timeout ${BENCH_TIMEOUT:-165} python3 -m trellis_bench.bench --groups stages --out "$OUT/stages.md" \
   --save-tuned "$OUT/tuned_conv.json" > "$OUT/bench.log" 2>&1
 echo "bench rc=$?"
 grep -E "^\[|^  |Error|error" "$OUT/bench.log" | grep -v "^    " | cut -c1-230 | tail -60
 echo "== product path: image -> GLB through TrellisPipeline.generate"
-timeout ${PRODUCT_TIMEOUT:-170} python3 -m trellis_kernels.product_timing --repeats ${PRODUCT_REPEATS:-3} \
+timeout ${PRODUCT_TIMEOUT:-170} python3 -m trellis_bench.product_timing --repeats ${PRODUCT_REPEATS:-3} \
   --out "$OUT/product_timing.json" > "$OUT/product.log" 2>&1
 echo "product rc=$?"
 tail -40 "$OUT/product.log"

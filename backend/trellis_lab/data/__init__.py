@@ -18,5 +18,5 @@ Modules (one concern each):
 - ``dataset``     ``make_record``, ``ProceduralDataset``, ``collate_records``, ``evaluation_set``
 - ``shards``      pre-generated npz shards + ``ShardDataset``
 - ``metrics``     Chamfer, nearest-category classifier, dominant colour, voxel IoU
-- ``preview``     ``python -m trellis_backend.data.preview --n 24 --out grid.png``
+- ``preview``     ``python -m trellis_lab.data.preview --n 24 --out grid.png``
 """

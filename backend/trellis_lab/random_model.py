@@ -24,46 +24,18 @@ from typing import Optional, Union
 
 import torch
 
-from .conditioning.embedded_image import EmbeddedImageEncoder, save_image_encoder
-from .conditioning.embedded_text import MINILM_DIM
+from trellis_backend.pipeline.conditioning.embedded_image import EmbeddedImageEncoder, save_image_encoder
+from trellis_backend.pipeline.conditioning.embedded_text import MINILM_DIM
 
-GS_REPRESENTATION = {
-    "lr": {"_xyz": 1.0, "_features_dc": 1.0, "_opacity": 1.0, "_scaling": 1.0, "_rotation": 0.1},
-    "perturb_offset": True, "voxel_size": 1.5, "num_gaussians": 32, "2d_filter_kernel_size": 0.1,
-    "3d_filter_kernel_size": 9e-4, "scaling_bias": 4e-3, "opacity_bias": 0.1, "scaling_activation": "softplus",
-}
-
+from .training.configs import GS_REPRESENTATION, image_encoder_config, model_configs
 
 def tiny_configs(cond_channels: int) -> dict:
-    """key in pipeline.json -> (checkpoint name, class name, constructor args)."""
-    dit = dict(num_heads=2, mlp_ratio=2, pe_mode="ape", qk_rms_norm=True, use_fp16=False)
-    swin = dict(num_heads=2, mlp_ratio=2, attn_mode="swin", window_size=8, use_fp16=False)
-    return {
-        "sparse_structure_encoder": ("ss_enc_conv3d_tiny", "SparseStructureEncoder", dict(
-            in_channels=1, latent_channels=8, num_res_blocks=1, num_res_blocks_middle=1, channels=[8, 8, 16],
-            use_fp16=False)),
-        "sparse_structure_decoder": ("ss_dec_conv3d_tiny", "SparseStructureDecoder", dict(
-            out_channels=1, latent_channels=8, num_res_blocks=1, num_res_blocks_middle=1, channels=[16, 8, 8],
-            use_fp16=False)),
-        "sparse_structure_flow_model": ("ss_flow_dit_tiny", "SparseStructureFlowModel", dict(
-            resolution=16, in_channels=8, out_channels=8, model_channels=32, cond_channels=cond_channels,
-            num_blocks=1, patch_size=2, **dit)),
-        "slat_flow_model": ("slat_flow_dit_tiny", "SLatFlowModel", dict(
-            resolution=64, in_channels=8, out_channels=8, model_channels=32, cond_channels=cond_channels,
-            num_blocks=1, patch_size=2, num_io_res_blocks=1, io_block_channels=[16], **dit)),
-        "slat_encoder": ("slat_enc_swin8_tiny", "SLatEncoder", dict(
-            resolution=64, in_channels=16, model_channels=32, latent_channels=8, num_blocks=1, **swin)),
-        "slat_decoder_gs": ("slat_dec_gs_swin8_tiny", "SLatGaussianDecoder", dict(
-            resolution=64, model_channels=32, latent_channels=8, num_blocks=1, **swin,
-            representation_config=GS_REPRESENTATION)),
-        "slat_decoder_rf": ("slat_dec_rf_swin8_tiny", "SLatRadianceFieldDecoder", dict(
-            resolution=64, model_channels=32, latent_channels=8, num_blocks=1, **swin,
-            representation_config={"rank": 4, "dim": 4})),
-        # the mesh decoder's subdivision blocks use GroupNorm(32, model_channels // 8): 256 is its minimum
-        "slat_decoder_mesh": ("slat_dec_mesh_swin8_tiny", "SLatMeshDecoder", dict(
-            resolution=64, model_channels=256, latent_channels=8, num_blocks=1, **swin,
-            representation_config={"use_color": True})),
-    }
+    """The lab's tiny preset (`training.configs`, key -> (checkpoint, class, args)) for a condition width."""
+    configs = model_configs("tiny")
+    for _, _, args in configs.values():
+        if "cond_channels" in args:
+            args["cond_channels"] = cond_channels
+    return configs
 
 
 OFFICIAL_IMAGE_LARGE = {  # pipeline key -> (checkpoint name of the release, golden/official_keys file)
@@ -99,7 +71,7 @@ def official_configs(keys_dir: Path) -> dict:
 
 def _write_random_dinov2(path: Path, generator: torch.Generator) -> None:
     """A random ViT-L/14-reg4 checkpoint in the official hub format (timing runs; no real features)."""
-    from .conditioning.dinov2 import DinoV2ViT
+    from trellis_backend.pipeline.conditioning.dinov2 import DinoV2ViT
 
     vit = DinoV2ViT()
     randomize_(vit, generator)
@@ -146,7 +118,7 @@ def _save_checkpoint(folder: Path, ckpt: str, name: str, args: dict, model: torc
 def _calibrate_occupancy(flow, decoder, cond_channels: int, cond_tokens: int, sampler_spec: dict,
                          target: float, generator: torch.Generator) -> None:
     """Shift the SS decoder's last bias so about `target` of the 64^3 grid decodes as occupied."""
-    from .samplers import build_sampler
+    from trellis_backend.pipeline.samplers import build_sampler
 
     sampler = build_sampler(sampler_spec)
     logits = []
@@ -170,7 +142,7 @@ def _calibrate_mesh_sdf(mesh_decoder, slat_flow, generator: torch.Generator, neg
     Random weights give an uncorrelated SDF sign at every corner, i.e. a surface in nearly every
     cube; making the inside rare keeps the random mesh small (fast tests) but non-empty.
     """
-    from ..sparse import SparseTensor
+    from trellis_backend.sparse import SparseTensor
 
     idx = torch.unique(torch.randint(0, 64, (600, 3), generator=generator), dim=0).int()
     coords = torch.cat([torch.zeros(idx.shape[0], 1, dtype=torch.int32), idx], dim=1)
@@ -193,12 +165,12 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
     fp16 torso as released, a random DINOv2 ViT-L/14-reg4 hub checkpoint in the folder and the
     released sampler settings (25 steps) -- for timing the whole pipeline at the real sizes.
     size='embedded': the embedded default model's configurations
-    (``trellis_backend.training.configs.model_configs("embedded")``), fp16 torso as shipped, the
+    (``trellis_lab.training.configs.model_configs("embedded")``), fp16 torso as shipped, the
     embedded conditioning (MiniLM for 'text', the embedded image CNN for 'image') and the sampler
     settings the embedded folders are assembled with (12 steps) -- for CPU timing at the shipped size.
     ``steps`` defaults to 3 (tiny), 12 (embedded), 25 (official).
     """
-    from ..models import build_model
+    from trellis_backend.models import build_model
 
     if kind not in ("image", "text"):
         raise ValueError("kind must be 'image' or 'text'")
@@ -217,7 +189,7 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
     ss_cfg, slat_cfg = 7.5, 3.0
 
     if size == "official":
-        keys_dir = Path(keys_dir) if keys_dir else Path(__file__).resolve().parents[3] / "tests" / "golden" / "official_keys"
+        keys_dir = Path(keys_dir) if keys_dir else Path(__file__).resolve().parents[2] / "tests" / "golden" / "official_keys"
         configs = official_configs(keys_dir)
         _write_random_dinov2(out / "dinov2_vitl14_reg4_pretrain.pth", gen)
         cond_channels, cond_tokens = 1024, 1374
@@ -226,8 +198,6 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
     elif kind == "image":
         enc_cfg = TINY_IMAGE_ENCODER
         if size == "embedded":
-            from ..training.configs import image_encoder_config
-
             enc_cfg = image_encoder_config("embedded")
         cond_channels = enc_cfg["cond_channels"]
         enc = EmbeddedImageEncoder(**enc_cfg)
@@ -249,8 +219,7 @@ def make_random_model(out: Union[str, Path], kind: str = "image", size: str = "t
     if size == "tiny":
         configs = tiny_configs(cond_channels)
     elif size == "embedded":
-        from ..training.assemble import DEFAULT_SLAT_SAMPLER, DEFAULT_SS_SAMPLER
-        from ..training.configs import model_configs
+        from .training.assemble import DEFAULT_SLAT_SAMPLER, DEFAULT_SS_SAMPLER
 
         configs = model_configs("embedded")
         ss_cfg, slat_cfg = DEFAULT_SS_SAMPLER["cfg_strength"], DEFAULT_SLAT_SAMPLER["cfg_strength"]

@@ -1,9 +1,9 @@
 """Evaluation of the embedded model on held-out prompts and images.
 
-    python -m trellis_backend.training.evaluate --model models/trellis-embedded \
+    python -m trellis_lab.training.evaluate --model models/trellis-embedded \
         [--image-model models/trellis-embedded-image] --n 60 --out DIR [--device cuda] [--batch 20]
 
-Inputs come from `trellis_backend.data.dataset.evaluation_set` (held-out split: (category,
+Inputs come from `trellis_lab.data.dataset.evaluation_set` (held-out split: (category,
 colour) pairs and caption templates never used in training, balanced over the 12
 categories; the image of each object is rendered from a random view). For each input the
 model generates (stage 1 -> stage 2 -> mesh + Gaussians, the samplers and settings of
@@ -43,7 +43,7 @@ import torch
 from ..data.metrics import CategoryClassifier, dominant_color, mesh_dominant_color, solid_iou, voxel_iou
 from ..data.palette import COLOR_NAMES
 from ..data.splits import CATEGORIES
-from ..pipeline.export import mesh_vertex_colors
+from trellis_backend.pipeline.export import mesh_vertex_colors
 
 
 # ------------------------------------------------------------------ model loading
@@ -52,10 +52,10 @@ class LoadedModel:
 
     def __init__(self, folder: str | Path, device, structure_only: bool = False,
                  compact_text_encoder: Optional[str] = ".cache/embedded_training/minilm"):
-        from ..models import load_model, read_config
-        from ..pipeline.conditioning import build_conditioner
-        from ..errors import MissingFileError
-        from ..pipeline.samplers import build_sampler
+        from trellis_backend.models import load_model, read_config
+        from trellis_backend.pipeline.conditioning import build_conditioner
+        from trellis_backend.errors import MissingFileError
+        from trellis_backend.pipeline.samplers import build_sampler
 
         self.folder = Path(folder).resolve()
         self.device = torch.device(device)
@@ -88,7 +88,7 @@ class LoadedModel:
 
     def _resolve(self, ref: str) -> Path:
         try:
-            from ..pipeline.pipeline import resolve_model_ref
+            from trellis_backend.pipeline.pipeline import resolve_model_ref
 
             return resolve_model_ref(self.folder, ref)
         except ImportError:
@@ -108,7 +108,7 @@ def generate_batch(m: LoadedModel, cond: torch.Tensor, neg: torch.Tensor, seeds:
                    decode: bool = True, max_voxels: int = 40000) -> List[dict]:
     """Generate one object per condition row; noise per item as the pipeline draws it
     (CPU generator seeded with the item's seed: stage-1 noise, then stage-2 noise)."""
-    from ..sparse import SparseTensor
+    from trellis_backend.sparse import SparseTensor
 
     dev = m.device
     flow = m.models["sparse_structure_flow_model"]
@@ -246,7 +246,7 @@ def evaluate(model: str, image_model: Optional[str], n: int, out: str | Path, de
     from PIL import Image
 
     from ..data.dataset import evaluation_set
-    from ..pipeline.conditioning.preprocess import preprocess_image
+    from trellis_backend.pipeline.conditioning.preprocess import preprocess_image
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -354,7 +354,7 @@ def markdown_table(results: dict) -> str:
 
 def time_pipeline(folder: str, prompts: List[str], device="cpu", log=print) -> list:
     """Wall time of `TrellisPipeline.generate` (mesh + Gaussians) for each prompt / image path."""
-    from ..pipeline import TrellisPipeline
+    from trellis_backend.pipeline import TrellisPipeline
 
     t = time.time()
     pipe = TrellisPipeline.from_pretrained(folder, device=device)
@@ -372,7 +372,7 @@ def time_pipeline(folder: str, prompts: List[str], device="cpu", log=print) -> l
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m trellis_backend.training.evaluate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m trellis_lab.training.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="models/trellis-embedded")
     ap.add_argument("--image-model", default=None, help="image pipeline folder (default: <model>-image if present)")

@@ -11,7 +11,7 @@
 # Inputs carried in .cache/embedded_training: minilm/ (compact text encoder), call1/ (SS VAE,
 # stage-1 flow start, image encoder: job 1 = call1.sh), pca_slat/ (`training pca-encoder`).
 # Results in $OUT: {ss_flow,slat_flow,slat_vae}.tar (checkpoints + logs), eval.tar, logs.tar.
-# Usage (repo root): OUT=/some/dir [TRAIN_S=420] bash backend/trellis_backend/training/recipes/round.sh
+# Usage (repo root): OUT=/some/dir [TRAIN_S=420] bash backend/trellis_lab/training/recipes/round.sh
 # Small settings for a CPU dry run: OBJECTS=64 LATTICE_OBJECTS=32 TRAIN_S=30 EVAL_N=2 DEVICE=cpu
 # Continuing on a fresh machine from an earlier round's results (carried in .cache/embedded_training):
 #   SS_FLOW_INIT / SLAT_FLOW_INIT: light states (`training light-state`, or built from the exported
@@ -42,7 +42,7 @@ DEVICE=${DEVICE:-cuda}
 MIN_OBJ=$(( OBJECTS < 256 ? OBJECTS : 256 ))
 T0=$(date +%s)
 if [ -n "${FROM_FOLDER:-}" ]; then  # continue from an assembled pipeline folder (e.g. the shipped models/)
-  [ -d "$W/init" ] || python3 -m trellis_backend.training init-from-folder --folder "$FROM_FOLDER" --out "$W/init" || exit 1
+  [ -d "$W/init" ] || python3 -m trellis_lab.training init-from-folder --folder "$FROM_FOLDER" --out "$W/init" || exit 1
   SS_VAE_DIR=${SS_VAE_DIR:-$W/init/ss_vae}
   IMAGE_ENCODER=${IMAGE_ENCODER:-$W/init/image_encoder}
   SLAT_INIT=${SLAT_INIT:-$W/init/slat_vae}
@@ -62,7 +62,7 @@ mkdir -p "$W/ss_flow" "$W/slat_flow" "$OUT"
 [ "$SS_FLOW_S" = 0 ] || [ -f "$W/ss_flow/state.pt" ] || cp "${SS_FLOW_INIT:-$C/call1/ss_flow_light_state.pt}" "$W/ss_flow/state.pt"
 [ -f "$W/slat_flow/state.pt" ] || [ -z "${SLAT_FLOW_INIT:-}" ] || cp "$SLAT_FLOW_INIT" "$W/slat_flow/state.pt"
 if [ ! -f "$W/data_done" ]; then
-  ( python3 -m trellis_backend.training datagen --out "$W/data" --objects "$OBJECTS" \
+  ( python3 -m trellis_lab.training datagen --out "$W/data" --objects "$OBJECTS" \
         --lattice-objects "$LATTICE_OBJECTS" --views 4 --workers "$DG_WORKERS" && touch "$W/data_done" ) \
       >> "$W/datagen.log" 2>&1 &
 fi
@@ -70,7 +70,7 @@ P1=0
 if [ "$SLAT_VAE_S" != 0 ]; then
 RESUME=()
 [ -f "$W/slat_vae/state.pt" ] && RESUME=(--resume)
-python3 -m trellis_backend.training slat_vae --out "$W/slat_vae" --data "$W/data" --wait-data --objects "$LATTICE_OBJECTS" \
+python3 -m trellis_lab.training slat_vae --out "$W/slat_vae" --data "$W/data" --wait-data --objects "$LATTICE_OBJECTS" \
     --min-objects "$MIN_OBJ" --parts gs,rf,mesh --init-from "$SLAT_INIT" --mesh-crop 8 --mesh-batch 6 --batch 12 \
     --warmup 30 --max-seconds "$SLAT_VAE_S" --steps 1000000 --save-every 100000 --device "$DEVICE" "${RESUME[@]}" \
     >> "$W/slat_vae.log" 2>&1 &
@@ -80,7 +80,7 @@ P2=0
 if [ "$SLAT_FLOW_S" != 0 ]; then
 RESUME=()
 [ -f "$W/slat_flow/state.pt" ] && RESUME=(--resume)
-python3 -m trellis_backend.training slat_flow --out "$W/slat_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
+python3 -m trellis_lab.training slat_flow --out "$W/slat_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
     --min-objects "$MIN_OBJ" --slat-vae "$SLAT_INIT" --max-seconds "$SLAT_FLOW_S" --steps 1000000 --batch "$SLAT_BATCH" \
     --lr "${SLAT_LR:-4e-4}" --warmup 50 --ema "${SLAT_EMA:-0.999}" --t-mean "${SLAT_T_MEAN:-1.0}" --save-every 100000 --image-encoder "$IMAGE_ENCODER" \
     --freeze-image-encoder --text-encoder "$C/minilm" --device "$DEVICE" "${RESUME[@]}" >> "$W/slat_flow.log" 2>&1 &
@@ -88,7 +88,7 @@ P2=$!
 fi
 P3=0
 if [ "$SS_FLOW_S" != 0 ]; then
-python3 -m trellis_backend.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
+python3 -m trellis_lab.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
       --min-objects "$MIN_OBJ" --ss-vae "$SS_VAE_DIR" --resume --max-seconds "$SS_FLOW_S" --steps 1000000 \
       --batch "$SS_BATCH" --lr "${SS_LR:-3e-4}" --warmup 50 --ema 0.999 --save-every 100000 \
       --image-encoder "$IMAGE_ENCODER" --freeze-image-encoder --text-encoder "$C/minilm" \
@@ -105,11 +105,11 @@ while running $P1 $P2 $P3; do
   for f in ss_flow slat_flow slat_vae; do [ -f "$W/$f.log" ] && echo "   $f: $(tail -n1 "$W/$f.log" | cut -c1-300)"; done
 done
 echo "[$(( $(date +%s) - T0 ))s] training done"
-python3 -m trellis_backend.training assemble --out "$W/pipe/trellis-embedded" --image-out "$W/pipe/trellis-embedded-image" \
+python3 -m trellis_lab.training assemble --out "$W/pipe/trellis-embedded" --image-out "$W/pipe/trellis-embedded-image" \
     --ss-vae "$SS_VAE_DIR" --slat-vae "$SLAT_VAE_DIR" --ss-flow "$SS_FLOW_DIR" --slat-flow "$SLAT_FLOW_DIR" \
     --image-encoder "$IMAGE_ENCODER" --shared-prefix embedded/trellis-embedded/
 rm -rf "$W/eval"
-timeout "$EVAL_S" python3 -m trellis_backend.training.evaluate --model "$W/pipe/trellis-embedded" \
+timeout "$EVAL_S" python3 -m trellis_lab.training.evaluate --model "$W/pipe/trellis-embedded" \
     --image-model "$([ "$EVAL_IMAGES" = 0 ] && echo none || echo "$W/pipe/trellis-embedded-image")" --n "$EVAL_N" --start "$EVAL_START" --batch 30 --device "$DEVICE" --out "$W/eval" 2>&1 \
     | grep -v Warning | tail -30
 echo "[$(( $(date +%s) - T0 ))s] evaluated"

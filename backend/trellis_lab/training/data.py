@@ -47,7 +47,7 @@ def _preprocess_views(obj, views, image_size: int, render_size: int) -> np.ndarr
     from PIL import Image
 
     from ..data.render import render, surface_cloud
-    from ..pipeline.conditioning.preprocess import preprocess_image
+    from trellis_backend.pipeline.conditioning.preprocess import preprocess_image
 
     cloud = surface_cloud(obj)
     out = []

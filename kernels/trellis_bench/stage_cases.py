@@ -1,6 +1,6 @@
-"""Pipeline stage timings at the official TRELLIS-image-large sizes (group "stages" of `trellis_kernels.bench`).
+"""Pipeline stage timings at the official TRELLIS-image-large sizes (group "stages" of `trellis_bench.bench`).
 
-    PYTHONPATH=backend:kernels python -m trellis_kernels.bench --groups stages
+    PYTHONPATH=backend:kernels python -m trellis_bench.bench --groups stages
 
 Models are built from the official configurations (tests/golden/official_keys/*.json, name +
 args) with random weights on the GPU (timing does not depend on weight values). Each stage is
@@ -15,7 +15,7 @@ timed on two paths, as the pipeline runs it:
 - accel: `trellis_backend.accel.enable(model, **accel.hook_settings())`, i.e. what the pipeline's
   hook turns on (bf16 torso, Triton conv without split-K / varlen attention, fused adaLN kernels,
   cross-attention K/V once per run, CUDA graphs of both flow stages, the stage-2 graphs captured
-  per run and freed after it as `sample_slat` does). Stage 2 also gets an eager diagnostic row.
+  per run and freed after it as the pipeline's stage hook does). Stage 2 also gets an eager diagnostic row.
 
 Rows are medians of CUDA-event timed runs after warm-up runs (the first, cold run -
 compilation, kernel-config tuning, graph capture - is reported in the notes). Inputs: condition
@@ -42,7 +42,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .bench import Bench, register, shell_coords
+from .harness import Bench, register, shell_coords
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = REPO / "tests" / "golden" / "official_keys"
@@ -285,7 +285,7 @@ def stage2(st: _State, coords=None, cond=None, neg=None):
         out = _sampler().sample(flow, noise, st.cond if cond is None else cond, st.neg if neg is None else neg,
                                 **SLAT_PARAMS).samples
     acc = st.accels.get(SLAT_FLOW)
-    if acc is not None:  # as the pipeline hook after `sample_slat`: the graphs of this voxel set are freed
+    if acc is not None:  # as the pipeline's stage hook after stage 2: the graphs of this voxel set are freed
         acc.release_graphs(sparse_only=True)
     return out
 
@@ -330,7 +330,7 @@ def _profile(fn: Callable[[], object], title: str, rows: int = 18) -> None:
             f.write(f"---- profile: {title}\n{table}\n")
 
 
-def _profile_run(fn: Callable[[], object], title: str, rows: int = 14) -> None:
+def profile_run(fn: Callable[[], object], title: str, rows: int = 14) -> None:
     """Where the host time of a whole run goes, and how often it waits for the GPU."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -444,7 +444,7 @@ def _s_stage2(bench: Bench):
         lambda: stage2(st), SLAT_FLOW, lambda a: f"K/V cache {a.kv_stats()}, graph captures {a.runner(st.model(SLAT_FLOW)).captures}", plain)
     _dit_rows(bench, st, SLAT_FLOW, "SLat DiT-L (2x20K voxels)", True)
     if os.environ.get("TRELLIS_STAGE_PROFILE") == "1" and _budget_left() > 60:
-        _profile_run(lambda: stage2(st), "stage-2 sampling run (accel, eager)")
+        profile_run(lambda: stage2(st), "stage-2 sampling run (accel, eager)")
     if os.environ.get("TRELLIS_STAGE_EAGER2", "1") == "1" and _budget_left() > 45:
         r = acc.runner(st.model(SLAT_FLOW))
         before = r.graphs_enabled

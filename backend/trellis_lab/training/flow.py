@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..data.palette import COLOR_NAMES
 from ..data.splits import CATEGORIES
-from ..sparse import SparseTensor
+from trellis_backend.sparse import SparseTensor
 from .data import ObjectStore, batch_coords, dense_occupancy
 from .loop import Trainer
 SIGMA_MIN = 1e-5

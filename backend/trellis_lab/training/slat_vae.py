@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.slat_vae_base import SparseTransformerBase
-from ..representations.mesh.tables import device_tables
-from ..sparse import SparseTensor
+from trellis_backend.models.slat_vae_base import SparseTransformerBase
+from trellis_backend.representations.mesh.tables import device_tables
+from trellis_backend.sparse import SparseTensor
 from .checkpoints import export_model
 from .data import LATTICE_SUB, ObjectStore, batch_coords
 from .loop import Trainer

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..models import build_model, load_state_dict_strict
+from trellis_backend.models import build_model, load_state_dict_strict
 
 
 def export_model(folder: str | Path, ckpt: str, cls: str, args: dict, model: nn.Module) -> Path:
@@ -29,7 +29,7 @@ def export_model(folder: str | Path, ckpt: str, cls: str, args: dict, model: nn.
 
 def load_for_training(path: str | Path, device="cpu") -> nn.Module:
     """Load an exported checkpoint as a float32 model (to continue training or to encode data)."""
-    from ..models import load_model
+    from trellis_backend.models import load_model
 
     from .loop import prepare_for_training
 

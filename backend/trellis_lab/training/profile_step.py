@@ -1,6 +1,6 @@
 """Where a stage-2 flow training step spends its time, on synthetic shells (no data needed).
 
-    python -m trellis_backend.training.profile_step [--batch 32] [--voxels 5000] [--steps 5]
+    python -m trellis_lab.training.profile_step [--batch 32] [--voxels 5000] [--steps 5]
 
 Builds the embedded SLat flow, feeds `--batch` sphere shells of about `--voxels` voxels
 each, times forward + backward + AdamW (bf16 autocast on CUDA, the torch gather-GEMM conv) and
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..sparse import SparseTensor
+from trellis_backend.sparse import SparseTensor
 from .checkpoints import build_fresh
 from .configs import model_configs
 

@@ -1,6 +1,6 @@
 """Image -> GLB through the product path (`TrellisPipeline.generate`) at the TRELLIS-image-large sizes.
 
-    PYTHONPATH=backend:kernels python -m trellis_kernels.product_timing [--repeats 3] [--out stages_product.json]
+    PYTHONPATH=backend:kernels python -m trellis_bench.product_timing [--repeats 3] [--out stages_product.json]
 
 The stage bench (`bench_stages.py`) times the models directly; this times what a user runs: a
 random-weight pipeline folder at the official sizes (`make_random_model(size="official")`:
@@ -42,7 +42,7 @@ def condition_image(path: Path) -> Path:
 
 def tokens(result: dict) -> int:
     """Tokens of the SLat flow's transformer: occupied 2x2x2 cells (its down-sampling packs each into one)."""
-    from .bench import group_lengths
+    from .harness import group_lengths
 
     return int(group_lengths(result["outputs"]["slat"].coords.cpu(), 2).numel())
 
@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from trellis_backend.pipeline import TrellisPipeline
-    from trellis_backend.pipeline.random_model import make_random_model
+    from trellis_lab.random_model import make_random_model
 
     tmp = tempfile.TemporaryDirectory()
     root = Path(tmp.name)
@@ -103,16 +103,16 @@ def main(argv=None) -> dict:
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else 0.0
     a, b = runs[0]["outputs"]["slat"], runs[-1]["outputs"]["slat"]
     same = bool(torch.equal(a.coords, b.coords) and torch.equal(a.feats, b.feats))
-    from .bench import shell_coords
+    from .harness import shell_coords
 
     shell = shell_coords(64 if args.size == "official" else 32, 20000 if args.size == "official" else 600,
                          device="cpu")[:, 1:]
     run_variant("vwarm")
     variants = [run_variant(f"v{i}") for i in range(args.repeats)]
     if os.environ.get("TRELLIS_PRODUCT_PROFILE") == "1" and cuda:
-        from .bench_stages import _profile_run
+        from .stage_cases import profile_run
 
-        _profile_run(lambda: run_variant("vprof"), "pipe.variants on the 20K shell (product path)")
+        profile_run(lambda: run_variant("vprof"), "pipe.variants on the 20K shell (product path)")
     walls = [r["meta"]["wall_ms"] for r in runs]
     result = {"device": torch.cuda.get_device_name() if cuda else "cpu", "size": args.size,
               "build_folder_s": round(build_s, 1), "load_s": round(load_s, 1),

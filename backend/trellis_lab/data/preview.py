@@ -1,6 +1,6 @@
 """Preview grid of procedural samples with their captions.
 
-    python -m trellis_backend.data.preview --n 24 --out grid.png [--split heldout] [--seed 0]
+    python -m trellis_lab.data.preview --n 24 --out grid.png [--split heldout] [--seed 0]
 
 Tile i shows category ``CATEGORIES[i % 12]`` (``--random-categories`` draws them by
 seed instead), rendered from the default three-quarter front view.

@@ -2,7 +2,7 @@
 # Sampler settings of the embedded model, chosen on validation records (held-out split, records
 # START..START+N-1, never the reported 0..59): stage-1 guidance by the image structures (category,
 # IoU; stage 1 only), stage-2 guidance by the text colours. One line per setting in $OUT/sweep.md.
-#   MODEL=$W/pipe/trellis-embedded OUT=dir bash backend/trellis_backend/training/recipes/sweep.sh
+#   MODEL=$W/pipe/trellis-embedded OUT=dir bash backend/trellis_lab/training/recipes/sweep.sh
 set -u
 export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1
 MODEL=${MODEL:-models/trellis-embedded}
@@ -33,7 +33,7 @@ params() { echo "{\"steps\": 12, \"cfg_strength\": $1, \"cfg_interval\": [0.5, 1
 one() {  # name dir evaluate-args...: one validation run and its table line
   local name=$1 d=$2
   shift 2
-  python3 -m trellis_backend.training.evaluate --model "$MODEL" --n "$N" --start "$START" --batch 30 \
+  python3 -m trellis_lab.training.evaluate --model "$MODEL" --n "$N" --start "$START" --batch 30 \
       --device "$DEVICE" --out "$d" "$@" > "$d.log" 2>&1 && summary "$name" "$d/results.json"
 }
 for cfg in $SS_CFGS; do

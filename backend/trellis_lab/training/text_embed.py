@@ -20,7 +20,7 @@ from typing import Iterable, List, Optional
 
 import torch
 
-from ..pipeline.conditioning.embedded_text import DEFAULT_TOKENS, MiniLMTextEncoder, minilm_model_path
+from trellis_backend.pipeline.conditioning.embedded_text import DEFAULT_TOKENS, MiniLMTextEncoder, minilm_model_path
 
 GROUP = 32
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "config.json")
@@ -156,7 +156,7 @@ def compare(compact: str | Path, texts: List[str]) -> float:
     return float(((a - b).pow(2).mean() / a.pow(2).mean()).sqrt())
 
 
-if __name__ == "__main__":  # python -m trellis_backend.training.text_embed OUT
+if __name__ == "__main__":  # python -m trellis_lab.training.text_embed OUT
     import sys
 
     folder = export_compact_minilm(sys.argv[1] if len(sys.argv) > 1 else ".cache/embedded_training/minilm")

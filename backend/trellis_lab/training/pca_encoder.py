@@ -24,8 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..models.slat_vae_base import SparseTransformerBase
-from ..sparse import SparseTensor
+from trellis_backend.models.slat_vae_base import SparseTransformerBase
+from trellis_backend.sparse import SparseTensor
 
 
 @torch.no_grad()

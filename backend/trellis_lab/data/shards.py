@@ -1,6 +1,6 @@
 """Pre-generated dataset shards (npz) for fast training.
 
-    python -m trellis_backend.data.shards --split train --start 0 --count 4000 \\
+    python -m trellis_lab.data.shards --split train --start 0 --count 4000 \\
         --out shards/train_0000.npz --captions 6 --views 2 --image-size 256 --workers 16
 
     ds = ShardDataset(["shards/train_0000.npz", ...])   # same items as ProceduralDataset

@@ -1,6 +1,6 @@
 """Training command of the embedded model.
 
-    python -m trellis_backend.training <stage> --out DIR [--steps N] [--max-seconds S] [--resume] ...
+    python -m trellis_lab.training <stage> --out DIR [--steps N] [--max-seconds S] [--resume] ...
 
 Stages (run in this order; each writes ``DIR/state.pt`` (resumable), ``DIR/log.jsonl``
 and inference checkpoints under ``DIR/ckpts``):
@@ -237,7 +237,7 @@ def cmd_init_from_folder(args):
     """Stage dirs and light states from an assembled pipeline folder (the inverse of `assemble`), so a
     training round continues from the shipped weights (models/ travels with the repo; no carried states):
     OUT/ss_vae, OUT/slat_vae (ckpts/ + latent_stats.json), OUT/image_encoder.*, OUT/{ss,slat}_flow_light.pt."""
-    from ..models import load_model
+    from trellis_backend.models import load_model
     from .assemble import _copy_ckpts
     from .configs import model_configs
 
@@ -258,7 +258,7 @@ def cmd_init_from_folder(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m trellis_backend.training", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m trellis_lab.training", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="stage", required=True)
     p = sub.add_parser("datagen", help="generate training objects into shards")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..pipeline.conditioning.embedded_image import EmbeddedImageEncoder, load_image_encoder
+from trellis_backend.pipeline.conditioning.embedded_image import EmbeddedImageEncoder, load_image_encoder
 
 
 def build_image_encoder(args: dict) -> EmbeddedImageEncoder:

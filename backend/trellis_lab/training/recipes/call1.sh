@@ -4,7 +4,7 @@
 #   | process A: ss_vae (SS_VAE_S seconds), then ss_flow + image encoder (SS_FLOW_S seconds)
 #   | process B: slat_vae (SLAT_VAE_S seconds)
 # Results: $OUT/{ss_vae,slat_vae,ss_flow}.tar (checkpoints, latent stats, fp16 light states), logs.tar
-# Usage (repo root): OUT=/some/dir bash backend/trellis_backend/training/recipes/call1.sh
+# Usage (repo root): OUT=/some/dir bash backend/trellis_lab/training/recipes/call1.sh
 set -u
 export PYTHONPATH=backend:kernels PYTHONUNBUFFERED=1 TRELLIS_CONV_BACKEND=torch
 W=${WORK:-/tmp/trellis_train}
@@ -25,19 +25,19 @@ for m in ("torch", "transformers", "tokenizers", "safetensors", "scipy", "trimes
         print(m, "MISSING", type(e).__name__)
 EOF
 
-python3 -m trellis_backend.training datagen --out "$W/data" --objects "$OBJECTS" --lattice-objects "$LATTICE_OBJECTS" \
+python3 -m trellis_lab.training datagen --out "$W/data" --objects "$OBJECTS" --lattice-objects "$LATTICE_OBJECTS" \
     --views 4 --workers 13 > "$W/datagen.log" 2>&1 &
 DG=$!
 
-python3 -m trellis_backend.training slat_vae --out "$W/slat_vae" --data "$W/data" --wait-data \
+python3 -m trellis_lab.training slat_vae --out "$W/slat_vae" --data "$W/data" --wait-data \
     --objects "$LATTICE_OBJECTS" --max-seconds "$SLAT_VAE_S" --steps 1000000 --batch 8 --mesh-batch 4 \
     --save-every 100000 > "$W/slat_vae.log" 2>&1 &
 PB=$!
 
 (
-  python3 -m trellis_backend.training ss_vae --out "$W/ss_vae" --data "$W/data" --wait-data --objects "$OBJECTS" \
+  python3 -m trellis_lab.training ss_vae --out "$W/ss_vae" --data "$W/data" --wait-data --objects "$OBJECTS" \
       --max-seconds "$SS_VAE_S" --steps 1000000 --batch 16 --save-every 100000 &&
-  python3 -m trellis_backend.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
+  python3 -m trellis_lab.training ss_flow --out "$W/ss_flow" --data "$W/data" --wait-data --objects "$OBJECTS" \
       --ss-vae "$W/ss_vae" --max-seconds "$SS_FLOW_S" --steps 1000000 --batch 64 --save-every 100000 \
       --text-encoder .cache/embedded_training/minilm
 ) > "$W/process_a.log" 2>&1 &
@@ -50,7 +50,7 @@ done
 kill $DG 2>/dev/null
 echo "[$(( $(date +%s) - T0 ))s] training done"
 
-python3 -m trellis_backend.training light-state "$W/ss_flow/state.pt" "$W/ss_flow/light_state.pt" --half
+python3 -m trellis_lab.training light-state "$W/ss_flow/state.pt" "$W/ss_flow/light_state.pt" --half
 cd "$W"
 tar cf "$OUT/ss_vae.tar" ss_vae/ckpts ss_vae/log.jsonl
 tar cf "$OUT/slat_vae.tar" slat_vae/ckpts slat_vae/latent_stats.json slat_vae/log.jsonl

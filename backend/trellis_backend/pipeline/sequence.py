@@ -1,0 +1,112 @@
+"""The one generation sequence of every pipeline family: condition -> seed -> sampling stages -> decode ->
+export, with progress reports, cancel checks between steps, per-step timings and out-of-memory advice.
+
+`TrellisPipeline.generate`, `TrellisPipeline.variants` and `trellis_backend.edit.edit_region` compose it
+from their own stages; a later family (TRELLIS.2: structure, shape and texture flows, PBR export) runs
+the same sequence with its own stage functions. A pipeline that a `GenerationRun` drives provides:
+
+- ``device`` and ``fast_path`` (None, or the CUDA fast path's hook: ``fast_path.stage(name)`` is a
+  context manager around each sampling stage, see `trellis_backend.accel`);
+- ``inference_guard()``: no autograd, and out-of-memory becomes `OutOfMemoryError` with advice;
+- ``encode_condition(prompt, image, background_threshold) -> (cond, info)``;
+- ``decode(latent, formats, progress) -> decoded`` and
+  ``export(latent, decoded, formats, output_dir, name, settings, progress, cancel, texture_size) -> result``
+  with ``result = {"files": ..., "meta": ..., "outputs": ...}``.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import torch
+
+from ..errors import Cancelled
+
+ProgressFn = Callable[[str, int, int, str], None]
+
+
+def free_memory(device: torch.device) -> None:
+    """Drop what the previous step left behind (between stages, and after an out-of-memory)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def check_cancel(cancel, where: str) -> None:
+    """Cooperative cancel: raise `Cancelled` once the job's event is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"cancelled {where}")
+
+
+class GenerationRun:
+    """One pass through the sequence; a context manager (inside it: the pipeline's inference guard).
+
+        with GenerationRun(pipe, seed, progress, cancel) as run:
+            cond, info = run.condition(prompt, image)
+            coords = run.stage("sparse_structure", pipe.sample_structure, cond, run.generator, params, ...)
+            slat = run.stage("slat", pipe.sample_latent, cond, coords, run.generator, params, ...)
+            result = run.finish(slat, formats, output_dir, name, settings)
+
+    The noise of every stage comes from one CPU generator seeded with `seed`, in stage order, so a
+    seed gives the same noise on every device.
+    """
+
+    def __init__(self, pipeline, seed: int, progress: Optional[ProgressFn] = None, cancel=None):
+        self.pipeline = pipeline
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.progress = progress
+        self.cancel = cancel
+        self.timings: Dict[str, float] = {}
+        self._started = time.perf_counter()
+        self._guard = contextlib.ExitStack()
+
+    def __enter__(self) -> "GenerationRun":
+        self._guard.enter_context(self.pipeline.inference_guard())
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return self._guard.__exit__(*exc)
+
+    def report(self, stage: str, step: int, total: int, message: str = "") -> None:
+        if self.progress is not None:
+            self.progress(stage, step, total, message)
+
+    def condition(self, prompt: Optional[str] = None, image=None, background_threshold: Optional[float] = None):
+        """Encode the condition (progress stage "condition"); returns the pipeline's ``(cond, info)``."""
+        started = time.perf_counter()
+        self.report("condition", 0, 1, "encoding the condition")
+        cond, info = self.pipeline.encode_condition(prompt, image, background_threshold)
+        self.report("condition", 1, 1, "condition encoded")
+        self.timings["condition"] = time.perf_counter() - started
+        check_cancel(self.cancel, "after encoding the condition")
+        return cond, info
+
+    def stage(self, name: str, sample: Callable[..., Any], *args, **kwargs) -> Any:
+        """Run one sampling stage ``sample(*args, **kwargs)`` inside the fast path's hook; timed as `name`;
+        frees memory and checks for cancel after it."""
+        started = time.perf_counter()
+        hook = self.pipeline.fast_path
+        with hook.stage(name) if hook is not None else contextlib.nullcontext():
+            out = sample(*args, **kwargs)
+        self.timings[name] = time.perf_counter() - started
+        free_memory(self.pipeline.device)
+        check_cancel(self.cancel, f"after the {name} stage")
+        return out
+
+    def finish(self, latent, formats: Sequence[str], output_dir, name: str, settings: dict,
+               texture_size: int = 0) -> dict:
+        """Decode `latent`, write the files (when `output_dir` is given) and add the timings to the meta."""
+        started = time.perf_counter()
+        decoded = self.pipeline.decode(latent, formats, self.progress)
+        self.timings["decode"] = time.perf_counter() - started
+        check_cancel(self.cancel, "after decoding")
+        started = time.perf_counter()
+        result = self.pipeline.export(latent, decoded, formats, output_dir, name, settings, self.progress,
+                                      self.cancel, texture_size)
+        if output_dir is not None:
+            self.timings["export"] = time.perf_counter() - started
+        result["meta"]["timings"] = {**self.timings, "total": time.perf_counter() - self._started}
+        return result

@@ -1,0 +1,55 @@
+"""``python -m trellis_lab <command>``: the lab's command line.
+
+Commands:
+  make-random-model   write a random-weight pipeline folder in the official layout (tests, timing)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+FAMILIES = ("trellis", "trellis2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m trellis_lab", description="TRELLIS for Blender: the lab's tools.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("make-random-model", help="write a random-weight pipeline folder (tests, timing)")
+    r.add_argument("--family", choices=FAMILIES, default="trellis",
+                   help="model family of the folder (default trellis; trellis2 is not available yet)")
+    r.add_argument("--kind", choices=("image", "text"), required=True)
+    r.add_argument("--out", required=True, metavar="DIR")
+    r.add_argument("--size", choices=("tiny", "embedded", "official"), default="tiny",
+                   help="tiny (CPU tests), embedded (the embedded default model's sizes, for CPU timing) or "
+                        "official (TRELLIS-image-large sizes, for timing; needs the repo's tests/golden/official_keys)")
+    r.add_argument("--device", default="cpu", help="where the calibration runs (cuda for --size official)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--steps", type=int, default=None,
+                   help="sampling steps written into pipeline.json (default 3 tiny, 12 embedded, 25 official)")
+    return ap
+
+
+def make_random_model_command(args) -> int:
+    if args.family != "trellis":
+        print(f"error: --family {args.family}: random {args.family} folders cannot be made yet", file=sys.stderr)
+        print("hint: use --family trellis (the TRELLIS.2 model classes land in a later change)", file=sys.stderr)
+        return 2
+    from .random_model import make_random_model
+
+    out = make_random_model(args.out, kind=args.kind, size=args.size, seed=args.seed, steps=args.steps,
+                            device=args.device)
+    print(f"random {args.kind} model written to {out}")
+    return 0
+
+
+COMMANDS = {"make-random-model": make_random_model_command}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
