@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inputs import write_rgba_png
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,11 +41,8 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rgba_png(tmp_path_factory):
-    a = np.zeros((120, 100, 4), np.uint8)
-    a[20:100, 30:70] = (220, 180, 40, 255)
-    p = tmp_path_factory.mktemp("inputs") / "object.png"
-    Image.fromarray(a, "RGBA").save(p)
-    return p
+    return write_rgba_png(tmp_path_factory.mktemp("inputs") / "object.png", (120, 100), (20, 100, 30, 70),
+                          (220, 180, 40))
 
 
 def glb_json(path):

@@ -9,6 +9,8 @@ from trellis_backend.sparse import SparseConv3d, SparseDownsample, SparseSubdivi
 from trellis_backend.sparse.conv import conv_with_neighbor_map, gather_gemm_conv
 from trellis_backend.sparse.neighbors import build_neighbor_map, padded_neighbor_index, subdivided_neighbor_map
 
+from inputs import random_coords as shared_random_coords
+
 
 @pytest.fixture(autouse=True)
 def torch_backend():
@@ -18,16 +20,11 @@ def torch_backend():
 
 
 def random_coords(n_items=2, res=10, density=0.3, seed=0, isolated=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for b in range(n_items):
-        occ = torch.rand(res, res, res, generator=g) < density
-        c = occ.nonzero()
-        out.append(torch.cat([torch.full((len(c), 1), b), c], 1))
+    coords = shared_random_coords(n_items, res, density, torch.Generator().manual_seed(seed))
     if isolated:  # voxels with no neighbour at all (far apart), in their own batch item
         c = torch.arange(isolated)[:, None].repeat(1, 3) * 4 + res + 2
-        out.append(torch.cat([torch.full((isolated, 1), n_items), c], 1))
-    return torch.cat(out).int()
+        coords = torch.cat([coords, torch.cat([torch.full((isolated, 1), n_items), c], 1).int()])
+    return coords
 
 
 def reference(x: SparseTensor, conv: SparseConv3d) -> torch.Tensor:

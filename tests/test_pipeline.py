@@ -12,6 +12,8 @@ from trellis_backend.errors import (BadInputError, Cancelled, CheckpointMismatch
                                     OutOfMemoryError)
 from trellis_backend.pipeline import TrellisPipeline
 from trellis_backend.pipeline.export import read_sidecar
+
+from inputs import write_rgba_png
 from trellis_lab.random_model import make_random_model
 
 FAST = dict(ss_steps=2, slat_steps=2)
@@ -31,11 +33,7 @@ def image_pipe(folders):
 
 @pytest.fixture(scope="module")
 def cond_png(tmp_path_factory):
-    a = np.zeros((96, 128, 4), np.uint8)
-    a[20:80, 40:90] = (30, 160, 60, 255)
-    path = tmp_path_factory.mktemp("img") / "cond.png"
-    Image.fromarray(a, "RGBA").save(path)
-    return path
+    return write_rgba_png(tmp_path_factory.mktemp("img") / "cond.png", (96, 128), (20, 80, 40, 90), (30, 160, 60))
 
 
 def test_layout_is_official(folders):

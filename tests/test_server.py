@@ -26,10 +26,11 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 class ServerProc:
     """Minimal protocol client for tests: a reader thread feeds a queue."""
 
-    def __init__(self, model, *extra, factory="test_server_double:load", editor="test_server_double:edit_region"):
+    def __init__(self, model, *extra, factory="test_server_double:load", editor="test_server_double:edit_region",
+                 command=("trellis_backend.server",)):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "backend"), os.path.join(ROOT, "kernels"), TESTS])
-        cmd = [sys.executable, "-m", "trellis_backend.server", "--model", str(model), "--device", "cpu", *extra]
+        cmd = [sys.executable, "-m", *command, "--model", str(model), "--device", "cpu", *extra]
         if factory:
             cmd += ["--pipeline-factory", factory]
         if factory and editor:
@@ -106,6 +107,17 @@ def test_ready_then_pong(server):
     ev = server.next()
     assert ev["type"] == P.PONG and ev["id"] == rid
     assert ev["info"]["busy"] is False and ev["info"]["pipeline_loaded"] is False
+
+
+def test_cli_serve_runs_the_same_server(model_dir, tmp_path):
+    s = ServerProc(model_dir, "--output-dir", str(tmp_path / "out"), command=("trellis_backend", "serve"))
+    try:
+        assert s.next()["type"] == P.READY
+        s.send(gen("a red chair", seed=1, formats=["mesh"], name="served"))
+        events = s.until(lambda e: e["type"] in (P.RESULT, P.ERROR))
+        assert events[-1]["type"] == P.RESULT and os.path.isfile(events[-1]["files"]["glb"])
+    finally:
+        s.close()
 
 
 def test_ready_info(model_dir):

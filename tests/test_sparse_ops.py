@@ -12,15 +12,12 @@ from trellis_backend.sparse import (SparseConv3d, SparseDownsample, SparseSubdiv
 from trellis_backend.sparse.attention import sparse_windowed_self_attention
 from trellis_backend.sparse.neighbors import build_neighbor_map
 
+from inputs import random_coords
+
 
 def random_sparse(n_items=2, res=12, density=0.3, channels=6, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    coords = []
-    for b in range(n_items):
-        occ = torch.rand(res, res, res, generator=g) < density
-        c = occ.nonzero()
-        coords.append(torch.cat([torch.full((len(c), 1), b), c], 1))
-    coords = torch.cat(coords).int()
+    coords = random_coords(n_items, res, density, g)
     feats = torch.randn(len(coords), channels, generator=g, dtype=dtype)
     return SparseTensor(feats, coords)
 

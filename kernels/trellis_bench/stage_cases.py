@@ -205,6 +205,7 @@ class _State:
         self.coords = shell_coords(32 if SMALL else 64, 600 if SMALL else 20000, device=DEV)
         self.slat = None
         self.mesh = None
+        self.decoded = {}  # decoder key -> its last output
 
     def model(self, key: str) -> torch.nn.Module:
         if key not in self.models:
@@ -458,50 +459,39 @@ def _s_stage2(bench: Bench):
             r.graphs_enabled = before
 
 
-def _decoder_case(bench: Bench, key: str, what: str, run_factory):
+def _decoder_case(bench: Bench, key: str, what: str, keep: bool = False):
+    """Plain and accel rows of decoder `key` on the stage-2 input; returns the state, whose ``decoded[key]``
+    holds the last output when `keep` (for the rows that follow; otherwise it is freed)."""
     st = state()
+    dec = st.model(key)
+    x = st.slat_input()
+
+    def run():
+        with torch.no_grad(), _autocast():
+            out = dec(x)
+        if keep:
+            st.decoded[key] = out
+        return out
+
     _stage_rows(bench, what, "plain (bf16 torso, PyTorch conv, padded SDPA windows)",
-                "accel (bf16, Triton conv + varlen window attention, fused LN/GELU)", run_factory(st), key)
+                "accel (bf16, Triton conv + varlen window attention, fused LN/GELU)", run, key)
+    return st
 
 
 @register("stages", "Gaussian decoder (20K voxels -> 640K Gaussians)")
 def _s_gs(bench: Bench):
     """slat_vae_enc_dec_gs_swin8_B_64l8 decoder: 12 swin-8 blocks at 768 channels, 32 Gaussians per voxel."""
-
-    def factory(st):
-        dec = st.model(GS_DEC)
-        x = st.slat_input()
-
-        def run():
-            with torch.no_grad(), _autocast():
-                return dec(x)
-
-        return run
-
-    _decoder_case(bench, GS_DEC, "gs_decoder", factory)
+    _decoder_case(bench, GS_DEC, "gs_decoder")
 
 
 @register("stages", "mesh decoder + sparse FlexiCubes (20K voxels -> 256³)")
 def _s_mesh(bench: Bench):
     """slat_vae_dec_mesh_swin8_B_64l8 decoder (transformer, two subdivisions to 1.28M voxels) + extraction."""
-
-    def factory(st):
-        dec = st.model(MESH_DEC)
-        x = st.slat_input()
-
-        def run():
-            with torch.no_grad(), _autocast():
-                st.mesh = dec(x)[0]
-            return st.mesh
-
-        return run
-
-    _decoder_case(bench, MESH_DEC, "mesh_decoder", factory)
-    st = state()
+    st = _decoder_case(bench, MESH_DEC, "mesh_decoder", keep=True)
+    st.mesh = st.decoded[MESH_DEC][0]
     dec = st.model(MESH_DEC)
-    x = st.slat_input()
     with torch.no_grad(), _autocast():
-        feats = dec.decode_features(x)
+        feats = dec.decode_features(st.slat_input())
     med, samples, _ = time_runs(lambda: dec.to_representation(feats), 1, 3)
     m = st.mesh
     _row(bench, "  of which: sparse FlexiCubes extraction alone", med,

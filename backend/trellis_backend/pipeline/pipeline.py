@@ -33,8 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..errors import (BadInputError, CheckpointMismatchError, MissingFileError, TrellisError, is_out_of_memory,
-                      out_of_memory_error)
+from ..errors import BadInputError, CheckpointMismatchError, MissingFileError, TrellisError
 from .options import check_name, normalize_formats
 from .samplers import build_sampler
 from .sequence import GenerationRun, ProgressFn, check_cancel, free_memory
@@ -375,7 +374,7 @@ class TrellisPipeline:
 
     @torch.no_grad()
     def sample_latent(self, cond: dict, coords: torch.Tensor, generator: torch.Generator, params: dict,
-                    progress: Optional[ProgressFn] = None, cancel=None, multi_image: Optional[str] = None):
+                      progress: Optional[ProgressFn] = None, cancel=None, multi_image: Optional[str] = None):
         """De-normalised structured latent on `coords` (a SparseTensor)."""
         from ..sparse import SparseTensor
 
@@ -399,8 +398,9 @@ class TrellisPipeline:
         a mesh whose decoder has no colour channels, also the Gaussians its GLB takes the colours from."""
         out = {}
         todo = [f for f in formats if f in DECODERS]
-        if "mesh" in todo and "gaussians" not in todo and not self._mesh_has_colour() \
-                and "slat_decoder_gs" in self.config["args"]["models"]:
+        colours_from_gaussians = ("mesh" in todo and "gaussians" not in todo and not self._mesh_has_colour()
+                                  and "slat_decoder_gs" in self.config["args"]["models"])
+        if colours_from_gaussians:
             todo.append("gaussians")
         for i, fmt in enumerate(todo):
             if progress is not None:
@@ -442,21 +442,6 @@ class TrellisPipeline:
         if "preprocessed" in info:
             result["outputs"]["condition_image"] = info["preprocessed"]
         return result
-
-    @contextlib.contextmanager
-    def inference_guard(self):
-        """No autograd, and an out-of-memory anywhere inside becomes OutOfMemoryError with advice
-        (after freeing what the failed attempt held); errors the user can act on pass through."""
-        try:
-            with torch.no_grad():
-                yield
-        except TrellisError:
-            raise
-        except BaseException as e:
-            if is_out_of_memory(e):
-                free_memory(self.device)
-                raise out_of_memory_error(e, on_gpu=self.device.type == "cuda") from e
-            raise
 
     def _multi_image(self, cond: dict, mode: str) -> Optional[str]:
         """`mode` when an image model got several images (multi-image conditioning), else None."""

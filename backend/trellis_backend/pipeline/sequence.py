@@ -7,7 +7,6 @@ the same sequence with its own stage functions. A pipeline that a `GenerationRun
 
 - ``device`` and ``fast_path`` (None, or the CUDA fast path's hook: ``fast_path.stage(name)`` is a
   context manager around each sampling stage, see `trellis_backend.accel`);
-- ``inference_guard()``: no autograd, and out-of-memory becomes `OutOfMemoryError` with advice;
 - ``encode_condition(prompt, image, background_threshold) -> (cond, info)``;
 - ``decode(latent, formats, progress) -> decoded`` and
   ``export(latent, decoded, formats, output_dir, name, settings, progress, cancel, texture_size) -> result``
@@ -22,7 +21,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 
-from ..errors import Cancelled
+from ..errors import Cancelled, TrellisError, is_out_of_memory, out_of_memory_error
 
 ProgressFn = Callable[[str, int, int, str], None]
 
@@ -40,8 +39,24 @@ def check_cancel(cancel, where: str) -> None:
         raise Cancelled(f"cancelled {where}")
 
 
+@contextlib.contextmanager
+def inference_guard(device: torch.device):
+    """No autograd, and an out-of-memory anywhere inside becomes `OutOfMemoryError` with advice (after
+    freeing what the failed attempt held); errors the user can act on pass through."""
+    try:
+        with torch.no_grad():
+            yield
+    except TrellisError:
+        raise
+    except BaseException as e:
+        if is_out_of_memory(e):
+            free_memory(device)
+            raise out_of_memory_error(e, on_gpu=device.type == "cuda") from e
+        raise
+
+
 class GenerationRun:
-    """One pass through the sequence; a context manager (inside it: the pipeline's inference guard).
+    """One pass through the sequence; a context manager (inside it: `inference_guard`).
 
         with GenerationRun(pipe, seed, progress, cancel) as run:
             cond, info = run.condition(prompt, image)
@@ -64,7 +79,7 @@ class GenerationRun:
         self._guard = contextlib.ExitStack()
 
     def __enter__(self) -> "GenerationRun":
-        self._guard.enter_context(self.pipeline.inference_guard())
+        self._guard.enter_context(inference_guard(self.pipeline.device))
         return self
 
     def __exit__(self, *exc) -> bool:

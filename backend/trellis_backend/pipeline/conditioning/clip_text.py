@@ -17,6 +17,7 @@ from typing import List, Optional
 import torch
 
 from ...errors import MissingFileError
+from .text import TextConditioner
 
 CLIP_MAX_LENGTH = 77
 
@@ -40,8 +41,8 @@ def _quiet_transformers():
         pass
 
 
-class CLIPTextEncoder:
-    kind = "text"
+class CLIPTextEncoder(TextConditioner):
+    """CLIP ViT-L/14 text model: 77 tokens padded, last hidden state (the official text releases)."""
 
     def __init__(self, name: str = "openai/clip-vit-large-patch14", model_folder: Optional[Path] = None,
                  models_root: Optional[Path] = None, allow_network: bool = False, device="cpu",
@@ -88,14 +89,3 @@ class CLIPTextEncoder:
         enc = self.tokenizer(list(texts), max_length=CLIP_MAX_LENGTH, padding="max_length", truncation=True,
                              return_tensors="pt")
         return self.model(input_ids=enc["input_ids"].to(self.device)).last_hidden_state.float()
-
-    def get_cond(self, texts: List[str]) -> dict:
-        if self._null is None:
-            self._null = self.encode([""])
-        return {"cond": self.encode(texts), "neg_cond": self._null}
-
-    def to(self, device):
-        self.model.to(device)
-        self.device = torch.device(device)
-        self._null = None if self._null is None else self._null.to(device)
-        return self

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import MissingFileError
+from .text import TextConditioner
 
 MINILM_DIM = 384
 DEFAULT_TOKENS = 32
@@ -53,8 +54,7 @@ def parse_name(name: str) -> int:
     return int(parts[2]) if len(parts) > 2 and parts[2] else DEFAULT_TOKENS
 
 
-class MiniLMTextEncoder:
-    kind = "text"
+class MiniLMTextEncoder(TextConditioner):
     cond_channels = MINILM_DIM
 
     def __init__(self, num_tokens: int = DEFAULT_TOKENS, device="cpu", dtype: torch.dtype = torch.float32):
@@ -87,14 +87,3 @@ class MiniLMTextEncoder:
         pooled = F.normalize(pooled, dim=-1) * math.sqrt(hidden.shape[-1])
         tokens = F.layer_norm(hidden, hidden.shape[-1:]) * m
         return torch.cat([pooled[:, None], tokens], dim=1)
-
-    def get_cond(self, texts: List[str]) -> dict:
-        if self._null is None:
-            self._null = self.encode([""])
-        return {"cond": self.encode(texts), "neg_cond": self._null}
-
-    def to(self, device):
-        self.model.to(device)
-        self.device = torch.device(device)
-        self._null = None
-        return self

@@ -1,0 +1,66 @@
+"""Command line: ``python -m trellis_backend <command>`` (also installed as ``trellis-blender``).
+
+Commands (one module each):
+  generate   image or prompt -> GLB / PLY / SLAT sidecar
+  variants   re-run stage 2 on an existing voxelisation (sidecar or mesh) with a new prompt/image/seed
+  edit       regenerate only the voxels inside a region of a generated asset
+  serve      the JSON-lines server the add-on talks to
+
+Errors the user can fix are printed as ``error: ...`` and ``hint: ...`` with a non-zero exit
+status (`common.exit_code`): 2 bad input (missing/corrupt image, empty prompt, bad option), 3 missing
+model files, 4 out of memory, 5 other model problems, 130 cancelled (Ctrl-C). Inputs are checked
+before torch is imported (command modules import torch only inside `run`), so those errors come back
+at once. Shared helpers (options, checks, progress bar, pipeline loading, result report) are public
+in `common`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from ..errors import TrellisError, is_out_of_memory, out_of_memory_error
+from . import edit, generate, serve, variants
+from .common import EXIT_CANCELLED, EXIT_OOM, exit_code
+
+# Registration point of the subcommands. A command is a module with ``add_parser(subparsers)`` (adds
+# and returns its argparse parser) and ``run(args) -> exit status``; add a new one to this tuple
+# (e.g. the Ray batch runner's ``batch`` module).
+COMMAND_MODULES = (generate, variants, edit, serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m trellis_backend",
+                                 description="TRELLIS image/text-to-3D generation (TRELLIS for Blender backend).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.add_parser(sub).set_defaults(run=module.run)
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return int(args.run(args) or 0)
+    except TrellisError as e:
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return exit_code(e)
+    except KeyboardInterrupt:
+        print("cancelled (nothing partial was left behind)", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as e:  # unexpected: show what and where to look
+        if getattr(args, "debug", False):
+            raise
+        if is_out_of_memory(e):
+            err = out_of_memory_error(e)
+            print(f"error: {err}\nhint: {err.hint}", file=sys.stderr)
+            return EXIT_OOM
+        print(f"error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+        print("hint: re-run with --debug for the full traceback and report it.", file=sys.stderr)
+        return 1
