@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInputError, CheckpointMismatchError, MissingFileError, TrellisError
+from .model_folder import ModelFolder
 from .options import check_name, normalize_formats
 from .samplers import build_sampler
 from .sequence import GenerationRun, ProgressFn, check_cancel, free_memory
@@ -74,7 +75,8 @@ def choose_dtype(device: torch.device, dtype: Union[str, torch.dtype, None] = No
 
 
 # ------------------------------------------------------------------ folder reading
-def read_pipeline_json(folder: Path) -> dict:
+def read_pipeline_document(folder: Path) -> dict:
+    """pipeline.json of a model folder, parsed, with an ``args`` object (no family-specific checks)."""
     if not folder.exists():
         raise MissingFileError(f"model folder not found: {folder}",
                                hint="Pass the folder that contains pipeline.json (e.g. the embedded model's folder "
@@ -94,6 +96,14 @@ def read_pipeline_json(folder: Path) -> dict:
     args = config.get("args") if isinstance(config, dict) else None
     if not isinstance(args, dict):
         raise CheckpointMismatchError(f"{cfg_file} has no 'args' object")
+    return config
+
+
+def read_pipeline_json(folder: Path) -> dict:
+    """pipeline.json of a TRELLIS folder, checked for what `TrellisPipeline` needs."""
+    config = read_pipeline_document(folder)
+    cfg_file = folder / "pipeline.json"
+    args = config["args"]
     for key in ("models", "sparse_structure_sampler", "slat_sampler", "slat_normalization"):
         if key not in args:
             raise CheckpointMismatchError(f"{cfg_file} lacks args.{key}",
@@ -171,16 +181,6 @@ def resolve_model_ref(folder: Path, ref: str, models_root: Optional[Path] = None
                            + (" ..." if len(missing) > 6 else ""), hint=hint)
 
 
-def _load_model(path: Path, device: torch.device, dtype: torch.dtype):
-    from ..models import load_model, read_config
-
-    cfg = read_config(path)
-    overrides = {}
-    if "use_fp16" in cfg["args"] and dtype != torch.float16:
-        overrides["use_fp16"] = False  # float32 weights; bf16 runs through autocast
-    return load_model(path, device=device, **overrides)
-
-
 def model_input_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype a model takes its input in: float32 for a half-precision torso (it casts inside)."""
     for p in model.parameters():
@@ -222,22 +222,14 @@ def attach_fast_path(pipeline) -> Optional[Any]:
 
 
 # ------------------------------------------------------------------------ pipeline
-class TrellisPipeline:
+class TrellisPipeline(ModelFolder):
     """Loaded TRELLIS pipeline. Build with `from_pretrained`."""
 
     def __init__(self, folder: Path, config: dict, model_paths: Dict[str, Path], conditioner, device: torch.device,
                  dtype: torch.dtype, models_root: Optional[Path] = None, allow_network: bool = False):
         args = config["args"]
-        self.folder = Path(folder)
-        self.config = config
-        self.name = config.get("name", "")
-        self.model_paths = model_paths
-        self.models: Dict[str, torch.nn.Module] = {}
+        self.init_models(folder, config, model_paths, device, dtype, models_root, allow_network)
         self.conditioner = conditioner
-        self.device = device
-        self.dtype = dtype
-        self.models_root = models_root
-        self.allow_network = allow_network
         self.sparse_structure_sampler = build_sampler(args["sparse_structure_sampler"])
         self.sparse_structure_sampler_params = dict(args["sparse_structure_sampler"].get("params", {}))
         self.slat_sampler = build_sampler(args["slat_sampler"])
@@ -245,7 +237,6 @@ class TrellisPipeline:
         self.slat_normalization = args["slat_normalization"]
         self.kind = "image" if args.get("image_cond_model") else "text"
         self.background_threshold: Optional[float] = None
-        self.fast_path = None  # the CUDA fast path's hook (`attach_fast_path`), set by from_pretrained
 
     # -------------------------------------------------------------- loading
     @classmethod
@@ -289,26 +280,6 @@ class TrellisPipeline:
                 pipe.get_model(key)
         pipe.fast_path = attach_fast_path(pipe)
         return pipe
-
-    def get_model(self, key: str) -> torch.nn.Module:
-        """A model of pipeline.json ``args.models`` (loaded on first use)."""
-        if key not in self.models:
-            refs = self.config["args"]["models"]
-            if key not in refs:
-                raise MissingFileError(f"{self.folder / 'pipeline.json'} has no model '{key}'",
-                                       hint="This model folder does not provide that output.")
-            path = self.model_paths.get(key) or resolve_model_ref(self.folder, refs[key], self.models_root,
-                                                                  self.allow_network)
-            self.model_paths[key] = path
-            self.models[key] = _load_model(path, self.device, self.dtype).eval()
-        return self.models[key]
-
-    def precision(self):
-        """The context the models run in: autocast to the pipeline's dtype, or nothing (float32, or the
-        fast path, which holds the torso in the target dtype itself and runs with autocast off)."""
-        if self.dtype == torch.float32 or self.fast_path is not None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
 
     # ------------------------------------------------------------ condition
     def encode_condition(self, prompt: Optional[str] = None, image=None,
