@@ -35,7 +35,7 @@ import torch
 
 from ..errors import BadInputError, CheckpointMismatchError, MissingFileError, TrellisError
 from .model_folder import ModelFolder
-from .options import check_name, normalize_formats
+from .options import check_family_options, check_name, normalize_formats
 from .samplers import build_sampler
 from .sequence import GenerationRun, ProgressFn, check_cancel, free_memory
 
@@ -388,12 +388,14 @@ class TrellisPipeline(ModelFolder):
                  slat_steps: Optional[int] = None, ss_cfg: Optional[float] = None, slat_cfg: Optional[float] = None,
                  formats=("mesh", "gaussians"), output_dir=None, name: str = "asset",
                  progress: Optional[ProgressFn] = None, cancel=None, *, background_threshold: Optional[float] = None,
-                 multi_image_mode: str = "stochastic", texture_size: int = 0) -> dict:
+                 multi_image_mode: str = "stochastic", texture_size: int = 0, **other_options) -> dict:
         """Generate one asset from a prompt or an image (path, PIL image, or a list for multi-image).
 
         Returns ``{"files": {"glb"|"ply"|"slat": path}, "meta": {...}, "outputs": {...}}``; files are
-        written only when `output_dir` is given (the SLAT sidecar always, with them).
+        written only when `output_dir` is given (the SLAT sidecar always, with them). TRELLIS.2-only options
+        (resolution, ...) get a `BadInputError`.
         """
+        check_family_options("trellis", other_options)
         fmts = normalize_formats(formats)
         if output_dir is not None:
             check_name(name)
