@@ -254,3 +254,46 @@ def test_official_sizes_build_on_the_meta_device():
     with torch.device("meta"):
         dino = transformers.DINOv3ViTModel(transformers.DINOv3ViTConfig(**OFFICIAL_DINOV3))
     assert 2.9e8 < sum(p.numel() for p in dino.parameters()) < 3.1e8  # ViT-L
+
+
+# ------------------------------------------------------------------------------------ command line
+def test_cli_generates_from_a_trellis2_folder(folder, cond_png, tmp_path, capsys):
+    from trellis_backend.cli import main
+
+    code = main(["generate", "--model", str(folder), "--image", str(cond_png), "--resolution", "512", "--steps", "1",
+                 "--texture-size", "32", "--face-budget", "2000", "--out", str(tmp_path), "--name", "cli", "--quiet",
+                 "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["files"]) == {"glb", "slat"} and report["meta"]["resolution_mode"] == "512"
+    assert report["meta"]["resolution"] == 512
+    _, settings = read_latents(report["files"]["slat"])
+    assert settings["shape_slat_sampler"]["params"]["steps"] == 1 and settings["texture_size"] == 32
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prompt", "a chair"], "cannot take a text prompt"),
+    (["--image", "IMG", "--cfg", "3"], "--cfg: TRELLIS option"),
+    (["--image", "IMG", "--ss-cfg", "3", "--cfg", "3"], "--ss-cfg, --cfg: TRELLIS options"),
+    (["--image", "IMG", "--formats", "glb,ply"], "TRELLIS.2 cannot make gaussians"),
+])
+def test_cli_refuses_trellis_options_on_a_trellis2_folder(folder, cond_png, capsys, extra, message):
+    from trellis_backend.cli import main
+
+    args = [str(cond_png) if a == "IMG" else a for a in extra]
+    assert main(["generate", "--model", str(folder), *args, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_trellis2_options_and_commands_across_families(folder, cond_png, tmp_path, capsys):
+    from trellis_backend.cli import main
+
+    trellis = tmp_path / "trellis"
+    trellis.mkdir()
+    (trellis / "pipeline.json").write_text(json.dumps({"name": "TrellisImageTo3DPipeline",
+                                                       "args": {"image_cond_model": "dinov2_vitl14_reg"}}))
+    for extra in (["--resolution", "1024"], ["--max-tokens", "100"], ["--face-budget", "10"]):
+        assert main(["generate", "--model", str(trellis), "--image", str(cond_png), *extra, "--quiet"]) == 2
+        assert f"{extra[0]}: TRELLIS.2 option, but {trellis} is a TRELLIS model folder" in capsys.readouterr().err
+    assert main(["variants", "--model", str(folder), "--from", str(cond_png), "--image", str(cond_png)]) == 2
+    assert "'variants' works on TRELLIS assets" in capsys.readouterr().err

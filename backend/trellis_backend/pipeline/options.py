@@ -40,6 +40,7 @@ def check_name(name: str) -> None:
 
 # --------------------------------------------------------------------------- model families
 FAMILY_NAMES = {"trellis": "TRELLIS", "trellis2": "TRELLIS.2"}
+RESOLUTION_MODE_NAMES = ("512", "1024", "1024_cascade", "1536_cascade")  # TRELLIS.2's (pipeline.trellis2)
 
 # generation options only one family understands (library keyword / request parameter -> what it is)
 FAMILY_ONLY_OPTIONS = {
