@@ -30,7 +30,7 @@ def family_of_config(config: dict) -> str:
 
 def detect_family(folder: Union[str, Path]) -> str:
     """The family of a model folder from its pipeline.json; errors name the missing or damaged file."""
-    from .pipeline import read_pipeline_document
+    from .folder import read_pipeline_document
 
     return family_of_config(read_pipeline_document(Path(folder).expanduser()))
 

@@ -15,6 +15,7 @@ from typing import Dict, Optional
 import torch
 
 from ..errors import MissingFileError
+from .folder import resolve_model_ref
 
 HALF_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -54,8 +55,6 @@ class ModelFolder:
 
     def get_model(self, key: str) -> torch.nn.Module:
         """A model of pipeline.json ``args.models`` (loaded on first use)."""
-        from .pipeline import resolve_model_ref
-
         if key not in self.models:
             refs = self.config["args"]["models"]
             if key not in refs:

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from ..errors import BadInputError, CheckpointMismatchError, MissingFileError
 from .model_folder import ModelFolder
 from .options import check_family_options, check_name, normalize_formats
-from .pipeline import (EmptyStructureError, PIPELINE_VERSION, choose_device, choose_dtype, model_input_dtype,
-                       read_pipeline_document, resolve_model_ref)
+from .folder import choose_device, choose_dtype, read_pipeline_document, resolve_model_ref
+from .pipeline import EmptyStructureError, PIPELINE_VERSION, model_input_dtype
 from .samplers import build_sampler
 from .sequence import GenerationRun, ProgressFn, check_cancel
 from .trellis2_latents import SIDECAR_SUFFIX, Trellis2Latents, read_latents, write_latents
