@@ -297,3 +297,14 @@ def test_cli_refuses_trellis2_options_and_commands_across_families(folder, cond_
         assert f"{extra[0]}: TRELLIS.2 option, but {trellis} is a TRELLIS model folder" in capsys.readouterr().err
     assert main(["variants", "--model", str(folder), "--from", str(cond_png), "--image", str(cond_png)]) == 2
     assert "'variants' works on TRELLIS assets" in capsys.readouterr().err
+
+
+def test_trellis_readers_name_a_trellis2_sidecar(pipe, cond_png, tmp_path):
+    from trellis_backend.edit import edit_region
+    from trellis_backend.pipeline.export import read_sidecar
+
+    files = pipe.generate(cond_png, seed=0, resolution="512", output_dir=tmp_path, name="s", **FAST)["files"]
+    with pytest.raises(BadInputError, match="is a TRELLIS.2 latent sidecar, not a TRELLIS SLAT sidecar"):
+        read_sidecar(files["slat"])
+    with pytest.raises(BadInputError, match="region editing works on TRELLIS assets"):
+        edit_region(pipe, files["slat"], {"box_min": [-0.5] * 3, "box_max": [0.5] * 3})

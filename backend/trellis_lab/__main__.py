@@ -36,18 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
 def make_random_model_command(args) -> int:
     if args.family == "trellis2":
         if args.kind not in (None, "image"):
-            print("error: --family trellis2 folders are image-conditioned (leave --kind out)", file=sys.stderr)
+            print("error: --family trellis2 folders are image-conditioned", file=sys.stderr)
+            print("hint: leave --kind out (or use --family trellis for a text folder)", file=sys.stderr)
             return 2
         if args.size == "embedded":
-            print("error: --size embedded exists for --family trellis only; use tiny or official", file=sys.stderr)
+            print("error: --family trellis2 has no embedded size", file=sys.stderr)
+            print("hint: use --size tiny (CPU tests) or official (the TRELLIS.2-4B sizes)", file=sys.stderr)
             return 2
         from .random_model_trellis2 import make_random_trellis2
 
-        out = make_random_trellis2(args.out, size=args.size, seed=args.seed, steps=args.steps)
+        out = make_random_trellis2(args.out, size=args.size, seed=args.seed, steps=args.steps, device=args.device)
         print(f"random TRELLIS.2 model ({args.size}) written to {out}")
         return 0
     if args.kind is None:
-        print("error: --kind image|text is required for --family trellis", file=sys.stderr)
+        print("error: --family trellis needs --kind", file=sys.stderr)
+        print("hint: add --kind image or --kind text", file=sys.stderr)
         return 2
     from .random_model import make_random_model
 

@@ -32,6 +32,7 @@ from .random_model import _save_checkpoint, randomize_
 SIZES = ("tiny", "official")
 DEFAULT_STEPS = {"tiny": 2, "official": 12}
 SS_DECODER_REF = "microsoft/TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16"
+DEFAULT_STRUCTURE_VOXELS = {"tiny": 24.0, "official": 20000.0}
 DINOV3_IDS = {"tiny": "random/dinov3-vit-tiny-p64", "official": "facebook/dinov3-vitl16-pretrain-lvd1689m"}
 
 # pipeline key -> (released checkpoint reference, official_keys file)
@@ -167,7 +168,8 @@ def _calibrate_structure(flow, decoder, conds, params: dict, voxels: float, gene
     sampler = build_sampler({"name": "FlowEulerGuidanceIntervalSampler", "args": {"sigma_min": 1e-5}})
     logits = []
     for cond in conds:
-        noise = torch.randn(1, flow.in_channels, flow.resolution, flow.resolution, flow.resolution, generator=generator)
+        noise = torch.randn(1, flow.in_channels, flow.resolution, flow.resolution, flow.resolution,
+                            generator=generator).to(cond.device)
         z = sampler.sample(flow, noise, cond, torch.zeros_like(cond), **params).samples
         logits.append(decoder(z).flatten())
     logits = torch.cat(logits)
@@ -182,7 +184,9 @@ def _calibrate_subdivision(decoder, latent_channels: int, keep: float, generator
 
     xyz = torch.unique(torch.randint(0, 32, (24, 3), generator=generator), dim=0).int()
     coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32), xyz], 1)
-    x = SparseTensor(torch.randn(len(xyz), latent_channels, generator=generator), coords, shape=(1, latent_channels))
+    device = decoder.device
+    x = SparseTensor(torch.randn(len(xyz), latent_channels, generator=generator).to(device), coords.to(device),
+                     shape=(1, latent_channels))
     for level in range(len(decoder.blocks) - 1):
         block = decoder.blocks[level][-1]
         seen = {}
@@ -196,13 +200,28 @@ def _calibrate_subdivision(decoder, latent_channels: int, keep: float, generator
         block.to_subdiv.bias -= torch.quantile(seen["logits"].float().flatten(), 1.0 - keep)
 
 
+def _save_released(out: Path, key: str, cls: str, args: dict, model: torch.nn.Module) -> None:
+    """Save `model` (float32) where and as the release has it: its half-precision torso in its dtype."""
+    from trellis_backend.models import build_model
+
+    if float32_args(args) != args:
+        released = build_model(cls, args, family="trellis2")
+        own = released.state_dict()
+        released.load_state_dict({k: v.to(own[k].dtype) for k, v in model.state_dict().items() if k in own},
+                                 strict=False)
+        model = released
+    owner, ckpt = RELEASED[key][0].rsplit("ckpts/", 1)  # "" or "<org>/<repo>/", then the checkpoint name
+    _save_checkpoint(out / owner, ckpt, cls, args, model)
+
+
 def make_random_trellis2(out: Union[str, Path], size: str = "tiny", seed: int = 0, steps: Optional[int] = None,
-                         keys_dir: Union[str, Path, None] = None, structure_voxels: float = 24.0,
-                         keep_children: float = 0.45) -> Path:
+                         keys_dir: Union[str, Path, None] = None, structure_voxels: Optional[float] = None,
+                         keep_children: float = 0.45, device: Union[str, torch.device] = "cpu") -> Path:
     """Write a random-weight TRELLIS.2 folder in the released layout; returns its path.
 
-    `structure_voxels` (tiny): about how many of the 64^3 structure voxels a generation occupies;
-    `keep_children` (tiny): the fraction of children each decoder doubling keeps.
+    `structure_voxels`: about how many of the 64^3 structure voxels a generation occupies (default: a few dozen
+    for tiny, about 20k -- a usual asset -- for official); `keep_children`: the fraction of children each shape
+    decoder doubling keeps; `device`: where the calibration runs (cuda for 'official').
     """
     from trellis_backend.models import build_model
     from trellis_backend.pipeline.conditioning.dinov3 import DinoV3Conditioner
@@ -220,33 +239,31 @@ def make_random_trellis2(out: Union[str, Path], size: str = "tiny", seed: int = 
     else:
         keys_dir = Path(keys_dir) if keys_dir else Path(__file__).resolve().parents[2] / "tests" / "golden2" / "official_keys"
         configs = official_configs(keys_dir)
+    doc = _pipeline_json({k: RELEASED[k][0] for k in configs}, steps,
+                         (configs["shape_slat_decoder"][1]["latent_channels"],
+                          configs["tex_slat_decoder"][1]["latent_channels"]), DINOV3_IDS[size])
+    calibrated = ("sparse_structure_flow_model", "sparse_structure_decoder", "shape_slat_decoder", "tex_slat_decoder")
     built = {}
     for key, (cls, args) in configs.items():
         model = build_model(cls, float32_args(args), family="trellis2").eval()
         randomize_(model, gen)
-        built[key] = model
-    doc = _pipeline_json({k: RELEASED[k][0] for k in configs}, steps,
-                         (configs["shape_slat_decoder"][1]["latent_channels"],
-                          configs["tex_slat_decoder"][1]["latent_channels"]), DINOV3_IDS[size])
-    if size == "tiny":
-        with torch.no_grad():
-            tex = built["tex_slat_decoder"].output_layer
-            tex.weight *= 0.5  # PBR values mostly inside [0, 1] after * 0.5 + 0.5
-            tex.bias[5] += 2.0  # mostly opaque
-        encoder = DinoV3Conditioner(dinov3)
-        conds = [encoder.encode([im], image_size=512) for im in _calibration_images(3, gen)]
-        _calibrate_structure(built["sparse_structure_flow_model"], built["sparse_structure_decoder"], conds,
-                             doc["args"]["sparse_structure_sampler"]["params"], structure_voxels, gen)
-        _calibrate_subdivision(built["shape_slat_decoder"], configs["shape_slat_decoder"][1]["latent_channels"],
-                               keep_children, gen)
-    for key, (cls, args) in configs.items():
-        model = built[key]
-        if float32_args(args) != args:  # store as released: the half-precision torso in its dtype
-            released = build_model(cls, args, family="trellis2")
-            released.load_state_dict({k: v.to(released.state_dict()[k].dtype) for k, v in model.state_dict().items()
-                                      if k in released.state_dict()}, strict=False)
-            model = released
-        owner, ckpt = RELEASED[key][0].rsplit("ckpts/", 1)  # "" or "<org>/<repo>/", then the checkpoint name
-        _save_checkpoint(out / owner, ckpt, cls, args, model)
+        if key in calibrated:
+            built[key] = model
+        else:  # the 1.3B shape/texture flows go straight to disk: the 4B never sit in memory together
+            _save_released(out, key, cls, args, model)
+            del model
+    with torch.no_grad():
+        tex = built["tex_slat_decoder"].output_layer
+        tex.weight *= 0.5  # PBR values mostly inside [0, 1] after * 0.5 + 0.5
+        tex.bias[5] += 2.0  # mostly opaque
+    encoder = DinoV3Conditioner(dinov3, device=device)
+    conds = [encoder.encode([im], image_size=512) for im in _calibration_images(3, gen)]
+    flow, decoder = built["sparse_structure_flow_model"].to(device), built["sparse_structure_decoder"].to(device)
+    voxels = structure_voxels if structure_voxels is not None else DEFAULT_STRUCTURE_VOXELS[size]
+    _calibrate_structure(flow, decoder, conds, doc["args"]["sparse_structure_sampler"]["params"], voxels, gen)
+    _calibrate_subdivision(built["shape_slat_decoder"].to(device), configs["shape_slat_decoder"][1]["latent_channels"],
+                           keep_children, gen)
+    for key in calibrated:
+        _save_released(out, key, configs[key][0], configs[key][1], built[key].cpu())
     (out / "pipeline.json").write_text(json.dumps(doc, indent=2))
     return out
