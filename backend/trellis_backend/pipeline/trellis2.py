@@ -22,7 +22,6 @@ Weights run in float32 on the CPU (the released bf16/fp16 torsos are cast on loa
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from ..errors import BadInputError, CheckpointMismatchError, MissingFileError
 from .model_folder import ModelFolder
 from .options import check_family_options, check_name, normalize_formats
+from .export_pbr import DEFAULT_FACE_BUDGET, DEFAULT_TEXTURE_SIZE, write_pbr_glb
 from .folder import choose_device, choose_dtype, read_pipeline_document, resolve_model_ref
 from .pipeline import EmptyStructureError, PIPELINE_VERSION, model_input_dtype
 from .samplers import build_sampler
@@ -381,8 +381,6 @@ class Trellis2Pipeline(ModelFolder):
         0 = the reference's 2048. Returns ``{"files": {"glb", "slat"}, "meta", "outputs": {"latents", "mesh"}}``;
         files only with `output_dir`. TRELLIS-only options (prompt, ss_cfg, slat_cfg, ...) get a `BadInputError`.
         """
-        from .export_pbr import DEFAULT_FACE_BUDGET
-
         check_family_options("trellis2", {**other_options, "formats": formats})
         fmts = normalize_formats(formats)
         if output_dir is not None:
@@ -414,7 +412,7 @@ class Trellis2Pipeline(ModelFolder):
                                  params["tex_slat_sampler"], progress, cancel)
             latents = Trellis2Latents(shape_slat, tex_slat, out_resolution)
             settings = self.run_settings(run.seed, info, mode, out_resolution, int(max_num_tokens), params, fmts,
-                                         texture_size or _default_texture_size(), face_budget)
+                                         texture_size or DEFAULT_TEXTURE_SIZE, face_budget)
             result = run.finish(latents, fmts, output_dir, name, settings, texture_size)
         result["outputs"]["condition_image"] = info["preprocessed"]
         return result
@@ -450,8 +448,6 @@ class Trellis2Pipeline(ModelFolder):
                settings: dict, progress: Optional[ProgressFn] = None, cancel=None, texture_size: int = 0) -> dict:
         """The run's result: ``outputs`` (latents, the decoded `PbrMesh`), ``meta`` and, with `output_dir`,
         ``files``: the PBR GLB (``glb``) and the latent sidecar (``slat``, ``<name>.trellis2.npz``)."""
-        from .export_pbr import write_pbr_glb
-
         item = decoded["mesh"][0]
         big = ("shape_slat_normalization", "tex_slat_normalization", *SAMPLERS)
         meta: Dict[str, Any] = {**{k: v for k, v in settings.items() if k not in big},
@@ -484,8 +480,3 @@ class Trellis2Pipeline(ModelFolder):
         region edit start from it)."""
         return read_latents(sidecar, device=self.device)
 
-
-def _default_texture_size() -> int:
-    from .export_pbr import DEFAULT_TEXTURE_SIZE
-
-    return DEFAULT_TEXTURE_SIZE
