@@ -28,12 +28,12 @@ def boundary_loops(faces: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
     faces = np.asarray(faces, np.int64)
     directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    undirected = np.sort(directed, axis=1)
-    _, inverse, counts = np.unique(undirected, axis=0, return_inverse=True, return_counts=True)
+    n = int(faces.max()) + 1
+    key = directed.min(axis=1) * n + directed.max(axis=1)  # one integer per undirected edge
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     edges = directed[counts[inverse.reshape(-1)] == 1]
     if len(edges) == 0:
         return edges.reshape(0, 2), np.zeros(0, np.int64)
-    n = int(faces.max()) + 1
     degree = np.bincount(edges.reshape(-1), minlength=n)
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     _, label = connected_components(graph, directed=False)
