@@ -2,8 +2,8 @@
 export, with progress reports, cancel checks between steps, per-step timings and out-of-memory advice.
 
 `TrellisPipeline.generate`, `TrellisPipeline.variants` and `trellis_backend.edit.edit_region` compose it
-from their own stages; a later family (TRELLIS.2: structure, shape and texture flows, PBR export) runs
-the same sequence with its own stage functions. A pipeline that a `GenerationRun` drives provides:
+from their own stages; `Trellis2Pipeline.generate` (TRELLIS.2: structure, shape and texture flows, PBR
+export) runs the same sequence with its own. A pipeline that a `GenerationRun` drives provides:
 
 - ``device`` and ``fast_path`` (None, or the CUDA fast path's hook: ``fast_path.stage(name)`` is a
   context manager around each sampling stage, see `trellis_backend.accel`);
