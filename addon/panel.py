@@ -21,7 +21,8 @@ def draw_wrapped(layout, text, width=44, icon="NONE"):
 
 
 STAGE_LABELS = {"load": "Loading model", "condition": "Encoding input", "sparse_structure": "Structure",
-                "slat": "Details", "decode": "Decoding", "export": "Writing files"}
+                "slat": "Details", "shape_slat_512": "Shape (512)", "shape_slat": "Shape", "tex_slat": "Materials",
+                "decode": "Decoding", "export": "Writing files"}
 
 
 def draw_progress(layout, status):

@@ -302,7 +302,13 @@ def read_sidecar(path: PathLike) -> Tuple[np.ndarray, np.ndarray, dict]:
         raise MissingFileError(f"SLAT sidecar not found: {path}", hint="Generate the asset again to get its sidecar.")
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "feats" not in z.files and "shape_feats" in z.files:
+                raise BadInputError(f"{path} is a TRELLIS.2 latent sidecar, not a TRELLIS SLAT sidecar",
+                                    hint="Read it with trellis_backend.pipeline.trellis2_latents.read_latents "
+                                         "(or Trellis2Pipeline.load_latents).")
             coords, feats, settings = z["coords"], z["feats"], json.loads(str(z["settings"]))
+    except BadInputError:
+        raise
     except Exception as e:
         raise BadInputError(f"cannot read SLAT sidecar {path}: {e}", hint="The sidecar is corrupt; generate again.") from e
     return coords.astype(np.int32), feats.astype(np.float32), settings

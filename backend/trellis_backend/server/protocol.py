@@ -59,8 +59,10 @@ ERR_BACKEND_EXITED = "BackendExited"  # synthesised by the client, never sent
 # the add-on fails loudly instead of being silently ignored.
 GENERATE_PARAMS = frozenset({
     "prompt", "image", "seed", "ss_steps", "slat_steps", "ss_cfg", "slat_cfg",
-    "formats", "output_dir", "name",
+    "formats", "output_dir", "name", "resolution", "texture_size",
 })
+# TRELLIS.2's resolution modes (``resolution``; a TRELLIS model folder refuses the parameter).
+RESOLUTION_MODES = ("512", "1024", "1024_cascade", "1536_cascade")
 EDIT_PARAMS = GENERATE_PARAMS | frozenset({"sidecar_path", "region", "keep_structure", "margin", "resample"})
 FORMATS = ("mesh", "gaussians")
 
@@ -154,10 +156,13 @@ def validate_job_params(rtype, params):
     if formats is not None:
         if not isinstance(formats, (list, tuple)) or not formats or any(f not in FORMATS for f in formats):
             problems.append("'formats' must be a non-empty list of %s" % ", ".join(FORMATS))
-    for key in ("seed", "ss_steps", "slat_steps"):
+    for key in ("seed", "ss_steps", "slat_steps", "texture_size"):
         val = params.get(key)
         if val is not None and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
             problems.append("%r must be a non-negative integer" % key)
+    resolution = params.get("resolution")
+    if resolution is not None and resolution not in RESOLUTION_MODES:
+        problems.append("'resolution' must be one of %s" % ", ".join(RESOLUTION_MODES))
     for key in ("ss_cfg", "slat_cfg"):
         val = params.get(key)
         if val is not None and (not isinstance(val, (int, float)) or isinstance(val, bool)):
