@@ -9,7 +9,7 @@ keeps a byte-identical copy at ``backend/trellis_backend/server/protocol.py``
 Transport: one JSON object per line (UTF-8) over the server's stdin (requests)
 and stdout (events).
 
-Requests  ``{"id": str, "type": generate|edit|cancel|shutdown|ping, "params": {}}``
+Requests  ``{"id": str, "type": generate|edit|texture|cancel|shutdown|ping, "params": {}}``
 Events    ``{"id": str|None, "type": ready|pong|progress|result|error, ...}``
 
 - ``ready``    (id None) the server is up: ``info`` {protocol, pid, model, device}
@@ -32,11 +32,12 @@ PROTOCOL_VERSION = 1
 # Request types.
 GENERATE = "generate"
 EDIT = "edit"
+TEXTURE = "texture"  # TRELLIS.2: paint an existing mesh (mesh_path + image)
 CANCEL = "cancel"
 SHUTDOWN = "shutdown"
 PING = "ping"
-REQUEST_TYPES = (GENERATE, EDIT, CANCEL, SHUTDOWN, PING)
-JOB_REQUEST_TYPES = (GENERATE, EDIT)
+REQUEST_TYPES = (GENERATE, EDIT, TEXTURE, CANCEL, SHUTDOWN, PING)
+JOB_REQUEST_TYPES = (GENERATE, EDIT, TEXTURE)
 
 # Event types.
 READY = "ready"
@@ -64,6 +65,11 @@ GENERATE_PARAMS = frozenset({
 # TRELLIS.2's resolution modes (``resolution``; a TRELLIS model folder refuses the parameter).
 RESOLUTION_MODES = ("512", "1024", "1024_cascade", "1536_cascade")
 EDIT_PARAMS = GENERATE_PARAMS | frozenset({"sidecar_path", "region", "keep_structure", "margin", "resample"})
+# texture: the mesh file (GLB/OBJ/PLY), the image, and the texturing options (``resolution`` is the O-Voxel
+# grid, a multiple of 16; ``up_axis`` "y" or "z", Blender object space being "z").
+TEXTURE_PARAMS = frozenset({"mesh_path", "image", "seed", "resolution", "texture_size", "steps", "up_axis",
+                            "output_dir", "name"})
+UP_AXES = ("y", "z")
 FORMATS = ("mesh", "gaussians")
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -136,8 +142,28 @@ def decode_event(line):
     return msg
 
 
+def _texture_problems(params):
+    problems = ["unknown parameter %r" % k for k in sorted(params) if k not in TEXTURE_PARAMS]
+    if not isinstance(params.get("mesh_path"), str) or not params.get("mesh_path"):
+        problems.append("'mesh_path' (the mesh file to texture) is required for texture")
+    if not isinstance(params.get("image"), str) or not params.get("image"):
+        problems.append("'image' (a file path) is required for texture")
+    for key in ("seed", "texture_size", "steps", "resolution"):
+        val = params.get(key)
+        if val is not None and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
+            problems.append("%r must be a non-negative integer" % key)
+    resolution = params.get("resolution")
+    if isinstance(resolution, int) and not isinstance(resolution, bool) and (resolution < 32 or resolution % 16):
+        problems.append("'resolution' must be a multiple of 16 of at least 32 (512 or 1024 for the released models)")
+    if params.get("up_axis") is not None and params.get("up_axis") not in UP_AXES:
+        problems.append("'up_axis' must be one of %s" % ", ".join(UP_AXES))
+    return problems
+
+
 def validate_job_params(rtype, params):
-    """Return a list of problems with a generate/edit request's params."""
+    """Return a list of problems with a generate/edit/texture request's params."""
+    if rtype == TEXTURE:
+        return _texture_problems(params)
     allowed = EDIT_PARAMS if rtype == EDIT else GENERATE_PARAMS
     problems = ["unknown parameter %r" % k for k in sorted(params) if k not in allowed]
     prompt, image = params.get("prompt"), params.get("image")
@@ -222,7 +248,7 @@ _TRANSITIONS = {
 
 
 class Job:
-    """One generate/edit job as both sides see it.
+    """One generate/edit/texture job as both sides see it.
 
     The server uses it to refuse a second job while one is live; the add-on
     feeds it every event for its id and draws the panel from it. Transitions

@@ -3,7 +3,10 @@
 ``make_random_trellis2(out, size='tiny'|'official')`` writes::
 
     out/pipeline.json                               {"name": "Trellis2ImageTo3DPipeline", "args": {...}}
-    out/ckpts/<released name>.json / .safetensors   structure flow, shape/texture flows (512, 1024), SC-VAE decoders
+    out/ckpts/<released name>.json / .safetensors   structure flow, shape/texture flows (512, 1024), SC-VAE decoders,
+                                                    the shape encoder (texturing)
+    out/texturing_pipeline.json                     the release's texturing pipeline (shape encoder, texture flows,
+                                                    texture decoder)
     out/microsoft/TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16.*   the structure decoder, referenced as the
                                                     release does (``microsoft/TRELLIS-image-large/ckpts/...``)
     out/<dinov3 id>/config.json + model.safetensors a DINOv3 ViT in the Hugging Face layout
@@ -49,7 +52,11 @@ RELEASED = {
     "tex_slat_flow_model_1024": ("ckpts/slat_flow_imgshape2tex_dit_1_3B_1024_bf16",
                                  "slat_flow_imgshape2tex_dit_1_3B_512_bf16_ft1024.denoiser"),
     "tex_slat_decoder": ("ckpts/tex_dec_next_dc_f16c32_fp16", "tex_vae_next_dc_f16c32_fp16_ft_512.decoder"),
+    # texturing an existing mesh (the release lists it in texturing_pipeline.json)
+    "shape_slat_encoder": ("ckpts/shape_enc_next_dc_f16c32_fp16", "shape_vae_next_dc_f16c32_fp16_ft_512.encoder"),
 }
+
+TEXTURING_ONLY = ("shape_slat_encoder",)  # in texturing_pipeline.json, not pipeline.json
 
 # TRELLIS.2-4B's sampler settings (pipeline.json): guidance strength / rescale / interval / rescale_t
 SAMPLER_SETTINGS = {
@@ -63,6 +70,9 @@ _TINY_FLOW = dict(model_channels=32, num_blocks=1, num_heads=2, mlp_ratio=5.3334
 _TINY_VAE = dict(model_channels=[16, 16, 8, 8, 8], latent_channels=8, num_blocks=[1, 1, 0, 0, 0],
                  block_type=["SparseConvNeXtBlock3d"] * 5, up_block_type=["SparseResBlockC2S3d"] * 4,
                  block_args=[{"use_checkpoint": False}] * 5, use_fp16=True)
+_TINY_ENCODER = dict(model_channels=[8, 8, 8, 16, 16], latent_channels=8, num_blocks=[0, 0, 0, 1, 1],
+                     block_type=["SparseConvNeXtBlock3d"] * 5, down_block_type=["SparseResBlockS2C3d"] * 4,
+                     block_args=[{"use_checkpoint": False}] * 5, use_fp16=True)
 TINY_DINOV3 = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, patch_size=64,
                    num_register_tokens=4, image_size=512)
 OFFICIAL_DINOV3 = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
@@ -86,6 +96,7 @@ def tiny_configs(cond_channels: int) -> Dict[str, Tuple[str, dict]]:
                                                                   out_channels=8)),
         "shape_slat_decoder": ("FlexiDualGridVaeDecoder", dict(_TINY_VAE, resolution=512)),
         "tex_slat_decoder": ("SparseUnetVaeDecoder", dict(_TINY_VAE, out_channels=6, pred_subdiv=False)),
+        "shape_slat_encoder": ("FlexiDualGridVaeEncoder", _TINY_ENCODER),
     }
 
 
@@ -135,6 +146,16 @@ def _pipeline_json(models: Dict[str, str], steps: int, channels: Tuple[int, int]
         },
         "random_weights": True,
     }
+
+
+def _texturing_json(doc: dict) -> dict:
+    """texturing_pipeline.json as released beside pipeline.json: the models and settings texturing uses."""
+    args = doc["args"]
+    models = {k: RELEASED[k][0] for k in ("shape_slat_encoder", "tex_slat_decoder", "tex_slat_flow_model_512",
+                                          "tex_slat_flow_model_1024")}
+    keep = ("tex_slat_sampler", "shape_slat_normalization", "tex_slat_normalization", "image_cond_model")
+    return {"name": "Trellis2TexturingPipeline", "args": {"models": models, **{k: args[k] for k in keep}},
+            "random_weights": True}
 
 
 def _write_dinov3(folder: Path, config: dict, seed: int):
@@ -239,7 +260,7 @@ def make_random_trellis2(out: Union[str, Path], size: str = "tiny", seed: int = 
     else:
         keys_dir = Path(keys_dir) if keys_dir else Path(__file__).resolve().parents[2] / "tests" / "golden2" / "official_keys"
         configs = official_configs(keys_dir)
-    doc = _pipeline_json({k: RELEASED[k][0] for k in configs}, steps,
+    doc = _pipeline_json({k: RELEASED[k][0] for k in configs if k not in TEXTURING_ONLY}, steps,
                          (configs["shape_slat_decoder"][1]["latent_channels"],
                           configs["tex_slat_decoder"][1]["latent_channels"]), DINOV3_IDS[size])
     calibrated = ("sparse_structure_flow_model", "sparse_structure_decoder", "shape_slat_decoder", "tex_slat_decoder")
@@ -266,4 +287,5 @@ def make_random_trellis2(out: Union[str, Path], size: str = "tiny", seed: int = 
     for key in calibrated:
         _save_released(out, key, configs[key][0], configs[key][1], built[key].cpu())
     (out / "pipeline.json").write_text(json.dumps(doc, indent=2))
+    (out / "texturing_pipeline.json").write_text(json.dumps(_texturing_json(doc), indent=2))
     return out

@@ -4,6 +4,7 @@ Commands (one module each):
   generate   image or prompt -> GLB / PLY / SLAT sidecar
   variants   re-run stage 2 on an existing voxelisation (sidecar or mesh) with a new prompt/image/seed
   edit       regenerate only the voxels inside a region of a generated asset
+  texture    paint an existing mesh (PBR textures on its own UVs) from an image, with a TRELLIS.2 folder
   serve      the JSON-lines server the add-on talks to
   batch      many assets from a prompt list, an image folder or a jobs file (Ray, or in-process)
 
@@ -22,13 +23,13 @@ from typing import List, Optional
 
 from ..errors import TrellisError, is_out_of_memory, out_of_memory_error
 from ..batch import cli as batch_cli
-from . import edit, generate, serve, variants
+from . import edit, generate, serve, texture, variants
 from .common import EXIT_CANCELLED, EXIT_OOM, exit_code
 
 # Registration point of the subcommands. A command is a module with ``add_parser(subparsers)`` (adds
 # and returns its argparse parser) and ``run(args) -> exit status``; add a new one to this tuple
 # (e.g. the Ray batch runner's ``batch`` module).
-COMMAND_MODULES = (generate, variants, edit, serve, batch_cli)
+COMMAND_MODULES = (generate, variants, edit, texture, serve, batch_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

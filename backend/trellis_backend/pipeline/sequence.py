@@ -114,14 +114,18 @@ class GenerationRun:
         return out
 
     def finish(self, latent, formats: Sequence[str], output_dir, name: str, settings: dict,
-               texture_size: int = 0) -> dict:
-        """Decode `latent`, write the files (when `output_dir` is given) and add the timings to the meta."""
+               texture_size: int = 0, decode: Optional[Callable] = None, export: Optional[Callable] = None) -> dict:
+        """Decode `latent`, write the files (when `output_dir` is given) and add the timings to the meta.
+        `decode` / `export` replace the pipeline's own (same signatures) for a task with other outputs
+        (TRELLIS.2 texturing bakes onto the input mesh)."""
+        decode = decode or self.pipeline.decode
+        export = export or self.pipeline.export
         started = time.perf_counter()
-        decoded = self.pipeline.decode(latent, formats, self.progress)
+        decoded = decode(latent, formats, self.progress)
         self.timings["decode"] = time.perf_counter() - started
         check_cancel(self.cancel, "after decoding")
         started = time.perf_counter()
-        result = self.pipeline.export(latent, decoded, formats, output_dir, name, settings, self.progress,
+        result = export(latent, decoded, formats, output_dir, name, settings, self.progress,
                                       self.cancel, texture_size)
         if output_dir is not None:
             self.timings["export"] = time.perf_counter() - started

@@ -15,6 +15,8 @@ Stages (as the reference's ``Trellis2ImageTo3DPipeline.run``), each a public met
    decoder guided by those subdivisions, ``* 0.5 + 0.5`` -> PBR voxels;
 6. `export`: PBR GLB (`export_pbr.write_pbr_glb`) and the latent sidecar (`trellis2_latents`).
 
+`texture` (from `trellis2_texturing`) paints an existing mesh instead: shape encoder, texture flow, bake.
+
 Models load from the released folder layout (`from_pretrained`); the structure flow and decoder, the two
 SC-VAE decoders and DINOv3 at load time, the 1.3B shape/texture flows when a mode first needs them.
 Weights run in float32 on the CPU (the released bf16/fp16 torsos are cast on load).
@@ -39,6 +41,7 @@ from .pipeline import EmptyStructureError, PIPELINE_VERSION, model_input_dtype
 from .samplers import build_sampler
 from .sequence import GenerationRun, ProgressFn, check_cancel
 from .trellis2_latents import SIDECAR_SUFFIX, Trellis2Latents, read_latents, write_latents
+from .trellis2_texturing import Trellis2Texturing
 
 PIPELINE_NAMES = ("Trellis2ImageTo3DPipeline",)
 REQUIRED_MODELS = ("sparse_structure_flow_model", "sparse_structure_decoder", "shape_slat_decoder", "tex_slat_decoder")
@@ -146,8 +149,9 @@ def cascade_coords(hr_coords: torch.Tensor, lr_resolution: int, resolution: int,
 
 
 # ---------------------------------------------------------------------------------- pipeline
-class Trellis2Pipeline(ModelFolder):
-    """Loaded TRELLIS.2 image-to-3D pipeline. Build with `from_pretrained` (or `load_pipeline`)."""
+class Trellis2Pipeline(ModelFolder, Trellis2Texturing):
+    """Loaded TRELLIS.2 image-to-3D pipeline (and texturing of an existing mesh: `texture`). Build with
+    `from_pretrained` (or `load_pipeline`)."""
 
     family = "trellis2"
     kind = "image"
@@ -335,7 +339,8 @@ class Trellis2Pipeline(ModelFolder):
     def sample_texture_latent(self, cond: dict, shape_slat, mode: ResolutionMode, generator: torch.Generator,
                               params: dict, progress: Optional[ProgressFn] = None, cancel=None):
         """The de-normalised texture latent on the shape latent's voxels (`cond`: the tokens of the mode's
-        texture flow, 512 or 1024); the flow sees the normalised shape latent as ``concat_cond``."""
+        texture flow, 512 or 1024); the flow sees the normalised shape latent as ``concat_cond``. `mode`: a
+        `ResolutionMode`, or anything with its ``texture_flow`` (texturing's `TexturingMode`)."""
         flow = self.get_model(mode.texture_flow)
         mean, std = _normalization(self.shape_slat_normalization, self.device)
         shape = shape_slat.replace((shape_slat.feats.float() - mean) / std)

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 
-from ..errors import Cancelled, is_out_of_memory
+from ..errors import BadInputError, Cancelled, is_out_of_memory
 from . import protocol as P
 from .error_events import describe_exception, free_accelerator_memory
 
@@ -23,6 +23,18 @@ def default_pipeline_factory(model, models_root=None, device="auto"):
     from ..pipeline import load_pipeline
 
     return load_pipeline(model, models_root=models_root, device=device)
+
+
+def texture_mesh(pipe, params, progress, cancel):
+    """A texture request on the loaded pipeline (TRELLIS.2 folders only)."""
+    if not hasattr(pipe, "texture"):
+        raise BadInputError("texturing a mesh needs a TRELLIS.2 model folder; the loaded model is TRELLIS",
+                            hint="Select a TRELLIS.2 folder (e.g. microsoft/TRELLIS.2-4B) as the models folder.")
+    params = dict(params)
+    mesh, image = params.pop("mesh_path"), params.pop("image")
+    if "steps" in params:
+        params["tex_steps"] = params.pop("steps")
+    return pipe.texture(mesh, image, progress=progress, cancel=cancel, **params)
 
 
 def default_region_editor(pipe, sidecar_path, **params):
@@ -149,6 +161,8 @@ class JobRunner:
         if job.type == P.EDIT:
             sidecar = params.pop("sidecar_path")
             return self.editor(pipe, sidecar, progress=progress, cancel=cancel, **params)
+        if job.type == P.TEXTURE:
+            return texture_mesh(pipe, params, progress, cancel)
         return pipe.generate(progress=progress, cancel=cancel, **params)
 
     def _run(self, job, cancel):
