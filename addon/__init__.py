@@ -19,7 +19,8 @@ bl_info = {
 }
 
 # Registration order matters: properties before the operators/panels that use them.
-_MODULES = ("preferences", "properties", "operators", "operators_edit", "operators_batch", "panel")
+_MODULES = ("preferences", "properties", "operators", "operators_edit", "operators_batch", "operators_texture",
+            "panel")
 
 
 def _modules():

@@ -81,6 +81,7 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         col.operator("trellis.send_to_batch", icon="EXPORT")
 
         draw_region_edit(layout, context, settings, busy)
+        draw_texture_selected(layout, context, settings, busy)
 
         if status.state in ("STARTING", "RUNNING", "CANCELLING"):
             draw_progress(layout.column(), status)
@@ -116,6 +117,21 @@ def draw_region_edit(layout, context, settings, busy):
     col.prop(settings, "edit_margin")
     if not busy:
         box.operator("trellis.regenerate_selection", icon="FILE_REFRESH")
+
+
+def draw_texture_selected(layout, context, settings, busy):
+    """TRELLIS.2 texturing of the active mesh object with the panel's image (operators_texture.py)."""
+    obj = getattr(context, "active_object", None)
+    if obj is None or obj.type != "MESH" or obj.get("trellis_sidecar"):
+        return
+    box = layout.box()
+    box.label(text="Texture %s (TRELLIS.2)" % obj.name, icon="TEXTURE")
+    col = box.column()
+    col.enabled = not busy
+    col.prop(settings, "texture_resolution")
+    col.prop(settings, "texture_size")
+    if not busy:
+        box.operator("trellis.texture_selected", icon="SHADING_TEXTURE")
 
 
 def draw_setup(layout, setup):

@@ -79,6 +79,12 @@ class TRELLIS_AddonPreferences(bpy.types.AddonPreferences):
     show_colors_in_solid: BoolProperty(
         name="Show colours in Solid view", default=True,
         description="After an import, switch Solid-mode viewports to show colour attributes")
+    texture_storage: EnumProperty(
+        name="PBR textures", default="PACK",
+        items=[("PACK", "Pack into .blend", "Keep TRELLIS.2 texture images inside the .blend file"),
+               ("BESIDE_BLEND", "Save beside .blend",
+                "Write TRELLIS.2 texture images into trellis_textures/ next to the saved .blend (unsaved files: packed)")],
+        description="Where the base colour / metallic / roughness images of TRELLIS.2 results are kept")
 
     def draw(self, context):
         from . import jobs
@@ -94,6 +100,7 @@ class TRELLIS_AddonPreferences(bpy.types.AddonPreferences):
         col.prop(self, "output_dir")
         _hint(col, "Using: " + resolved_output_dir(self))
         col.prop(self, "show_colors_in_solid")
+        col.prop(self, "texture_storage")
 
         box = layout.box()
         box.label(text="Backend environment", icon="CONSOLE")

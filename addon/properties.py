@@ -39,6 +39,11 @@ class TRELLIS_Settings(bpy.types.PropertyGroup):
     slat_cfg: FloatProperty(name="Detail guidance", default=3.0, min=0.0, max=50.0,
                             description="Classifier-free guidance strength of stage 2")
     outputs: EnumProperty(name="Outputs", items=OUTPUTS, default="BOTH")
+    texture_resolution: IntProperty(name="Voxel resolution", default=1024, min=32, max=2048, step=16,
+                                    description="TRELLIS.2 texturing: the O-Voxel grid the mesh is encoded at "
+                                                "(512 or 1024 for the released model; a multiple of 16)")
+    texture_size: IntProperty(name="Texture size", default=2048, min=8, max=8192,
+                              description="TRELLIS.2 texturing: texels per side of the baked PBR textures")
     # Region edit ("Regenerate selection", operators_edit.py)
     edit_prompt: StringProperty(name="New prompt",
                                 description="Prompt for the selected region (empty: the object's own prompt/image)")

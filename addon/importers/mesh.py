@@ -23,6 +23,15 @@ def _ensure_gltf_importer():
     addon_utils.enable("io_scene_gltf2", default_set=True, persistent=True)
 
 
+def _pack_option():
+    """Pack the GLB's images into the .blend where the importer has the option (Blender 3.x+ glTF add-on)."""
+    try:
+        names = {p.identifier for p in bpy.ops.import_scene.gltf.get_rna_type().properties}
+    except (KeyError, AttributeError):
+        return {}
+    return {"import_pack_images": True} if "import_pack_images" in names else {}
+
+
 def _window_override():
     """Operators called from a timer may lack a window; give them one when Blender has any."""
     ctx = bpy.context
@@ -107,7 +116,7 @@ def import_glb(context, path, name, collection, created):
     _ensure_gltf_importer()
     before = set(bpy.data.objects)
     with _window_override(), _legacy_numpy_aliases():
-        result = bpy.ops.import_scene.gltf(filepath=path)
+        result = bpy.ops.import_scene.gltf(filepath=path, **_pack_option())
     new = [o for o in bpy.data.objects if o not in before]
     created.extend(new)
     if "FINISHED" not in result or not new:
@@ -121,4 +130,18 @@ def import_glb(context, path, name, collection, created):
         obj.name = name if i == 0 else "%s.%d" % (name, i)
         obj.data.name = obj.name
         setup_mesh_colors(obj, obj.name)
+        finish_pbr_materials(obj)
     return new
+
+
+def finish_pbr_materials(obj):
+    """TRELLIS.2 results: colour spaces, alpha mode and image storage of their PBR materials (TRELLIS
+    meshes keep their vertex-colour material, which has no image)."""
+    from ..preferences import get_prefs
+    from .pbr_material import finish_pbr_material, is_pbr_material
+
+    prefs = get_prefs()
+    storage = getattr(prefs, "texture_storage", "PACK") if prefs is not None else "PACK"
+    for slot in obj.material_slots:
+        if is_pbr_material(slot.material):
+            finish_pbr_material(slot.material, storage)
