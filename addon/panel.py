@@ -10,6 +10,7 @@ import textwrap
 import bpy
 
 from . import jobs
+from .core import backend_setup
 
 HAS_PROGRESS = "progress" in bpy.types.UILayout.bl_rna.functions
 
@@ -92,7 +93,7 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
                 draw_wrapped(box, status.error_hint, icon="QUESTION")
             if "Set up backend" in status.error_hint:
                 box.operator("trellis.setup_backend", icon="IMPORT")
-        draw_setup(layout, jobs.setup_state())
+        draw_setup(layout, backend_setup.snapshot())
 
 
 def draw_region_edit(layout, context, settings, busy):
@@ -131,9 +132,4 @@ def draw_setup(layout, setup):
         box.label(text="Backend environment ready", icon="CHECKMARK")
 
 
-def register():
-    bpy.utils.register_class(VIEW3D_PT_trellis)
-
-
-def unregister():
-    bpy.utils.unregister_class(VIEW3D_PT_trellis)
+register, unregister = bpy.utils.register_classes_factory((VIEW3D_PT_trellis,))

@@ -71,9 +71,30 @@ class TRELLIS_Status(bpy.types.PropertyGroup):
     last_objects: StringProperty(description="Names of the objects the last job imported, ';'-separated")
 
 
+register_classes, unregister_classes = bpy.utils.register_classes_factory((TRELLIS_Settings, TRELLIS_Status))
+
+STATUS_FIELDS = ("job_id", "stage", "step", "total", "message", "last_objects")
+
+
+def set_status(status, state=None, error=None, **fields):
+    """The one writer of the job status the panel draws (controller, operators and region edit call it).
+
+    ``state``: a STATES name, or None to keep it; ``error``: (type, message, hint) to show, () to
+    clear, None to keep; ``fields``: any of STATUS_FIELDS.
+    """
+    unknown = set(fields) - set(STATUS_FIELDS)
+    if unknown:
+        raise TypeError("set_status got unknown field(s) %s" % ", ".join(sorted(unknown)))
+    if state is not None:
+        status.state = state
+    if error is not None:
+        status.error_type, status.error_message, status.error_hint = (tuple(error) + ("", "", ""))[:3]
+    for name, value in fields.items():
+        setattr(status, name, value)
+
+
 def register():
-    bpy.utils.register_class(TRELLIS_Settings)
-    bpy.utils.register_class(TRELLIS_Status)
+    register_classes()
     bpy.types.Scene.trellis = PointerProperty(type=TRELLIS_Settings)
     bpy.types.WindowManager.trellis_status = PointerProperty(type=TRELLIS_Status)
 
@@ -81,5 +102,4 @@ def register():
 def unregister():
     del bpy.types.WindowManager.trellis_status
     del bpy.types.Scene.trellis
-    bpy.utils.unregister_class(TRELLIS_Status)
-    bpy.utils.unregister_class(TRELLIS_Settings)
+    unregister_classes()

@@ -158,7 +158,7 @@ def test_failed_import_removes_only_what_it_created(addon, sample_files, tmp_pat
 
 
 def test_ply_reader_formats(tmp_path):
-    from trellis_blender.importers.ply_reader import PLYError, read_ply
+    from trellis_blender.core.ply_reader import PLYError, read_ply
 
     vals = np.array([[1.5, -2.0], [3.25, 4.0]], dtype=np.float32)
     header = "ply\nformat {}\nelement vertex 2\nproperty float a\nproperty float b\nend_header\n"

@@ -137,7 +137,7 @@ def test_interpreter_without_backend_packages_explains_setup(fake_model, tmp_pat
     ctl.extra_pythonpath = ()
     # Blender's own Python has no trellis_backend on its path once PYTHONPATH is empty.
     bpy.context.preferences.addons["trellis_blender"].preferences.python_path = sys.executable
-    import trellis_blender.paths as paths
+    import trellis_blender.core.paths as paths
 
     saved = paths.backend_pythonpath
     paths.backend_pythonpath = lambda: []

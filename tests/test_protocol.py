@@ -7,7 +7,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ADDON_COPY = os.path.join(ROOT, "addon", "protocol.py")
+ADDON_COPY = os.path.join(ROOT, "addon", "core", "protocol.py")
 SERVER_COPY = os.path.join(ROOT, "backend", "trellis_backend", "server", "protocol.py")
 sys.path.insert(0, os.path.join(ROOT, "backend"))
 
@@ -16,7 +16,7 @@ from trellis_backend.server import protocol as P  # noqa: E402
 
 def test_addon_and_server_copies_are_byte_identical():
     with open(ADDON_COPY, "rb") as a, open(SERVER_COPY, "rb") as b:
-        assert a.read() == b.read(), "run: cp addon/protocol.py backend/trellis_backend/server/protocol.py"
+        assert a.read() == b.read(), "run: cp addon/core/protocol.py backend/trellis_backend/server/protocol.py"
 
 
 def test_protocol_imports_only_stdlib():

@@ -10,6 +10,9 @@ import re
 
 import bpy
 
+from ..preferences import get_prefs
+from . import gaussians, mesh
+
 COLLECTION_NAME = "TRELLIS"
 
 
@@ -49,8 +52,6 @@ def show_colors_in_solid(context):
     Done for Workbench renders (scene display) always, and for open viewports unless the
     'Show colours in Solid view' preference is off.
     """
-    from ..preferences import get_prefs
-
     try:
         context.scene.display.shading.color_type = "VERTEX"
     except (AttributeError, TypeError):
@@ -67,7 +68,8 @@ def show_colors_in_solid(context):
                         space.shading.color_type = "VERTEX"
 
 
-def _remove(objects):
+def remove_objects(objects):
+    """Delete objects (and meshes nothing else uses) that an import or edit created."""
     for obj in objects:
         try:
             data = obj.data
@@ -80,8 +82,6 @@ def _remove(objects):
 
 def import_result(context, files, settings):
     """Import the files a job produced; returns the new objects (mesh first, then splats)."""
-    from . import gaussians, mesh
-
     outputs = settings.get("outputs", "BOTH")
     base = object_base_name(settings)
     created = []
@@ -105,5 +105,5 @@ def import_result(context, files, settings):
         show_colors_in_solid(context)
         return imported
     except BaseException:
-        _remove(created)
+        remove_objects(created)
         raise

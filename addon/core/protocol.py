@@ -1,7 +1,7 @@
 """Wire protocol between the Blender add-on and the TRELLIS backend server.
 
 Pure standard library on purpose: Blender's Python and the backend's venv both
-load this exact file. The canonical copy is ``addon/protocol.py``; the server
+load this exact file. The canonical copy is ``addon/core/protocol.py``; the server
 keeps a byte-identical copy at ``backend/trellis_backend/server/protocol.py``
 (so neither side imports the other's package; ``tests/test_protocol.py`` and
 ``build_addon.py`` check that the two are identical).
