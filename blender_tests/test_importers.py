@@ -63,7 +63,9 @@ def test_gaussian_ply_becomes_point_cloud_with_activated_attributes(addon, sampl
     scale = _attr(mesh, "scale", "vector", 3)
     np.testing.assert_allclose(scale[:, 0], np.exp(raw["scale_0"]), rtol=1e-5)
     color = _attr(mesh, "color", "color", 4)
-    np.testing.assert_allclose(color[:, 1], np.clip(0.28209479 * np.array(raw["f_dc_1"]) + 0.5, 0, 1), atol=1e-5)
+    srgb = np.clip(0.28209479 * np.array(raw["f_dc_1"]) + 0.5, 0, 1)  # the DC term is an sRGB display colour
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)  # Blender's are linear
+    np.testing.assert_allclose(color[:, 1], linear, atol=1e-5)
     # positions: the PLY stores (x, -z, y); Blender gets z-up back
     co = np.empty(300 * 3, dtype=np.float32)
     mesh.vertices.foreach_get("co", co)

@@ -3,10 +3,13 @@
 The PLY stores logits and logs (opacity, scale) and the spherical-harmonics DC
 term; this turns them into what they mean (opacity in [0, 1], scales in world
 units, unit quaternions, colours) so the Blender side only copies arrays.
+The DC term gives the sRGB display colour (0.2821 * f_dc + 0.5, as 3DGS renders
+it); Blender's colour attributes are linear, so it is converted.
 """
 
 import numpy as np
 
+from .color import srgb_to_linear
 from .ply_reader import read_ply
 
 SH_C0 = 0.28209479177387814
@@ -55,7 +58,7 @@ def load_gaussians(path):
     quat = np.stack([f["rot_0"], f["rot_1"], f["rot_2"], f["rot_3"]], axis=-1)
     quat /= np.maximum(np.linalg.norm(quat, axis=-1, keepdims=True), 1e-12)
     quat = quat_multiply(PLY_TO_BLENDER_QUAT, quat)
-    rgb = np.clip(SH_C0 * np.stack([f["f_dc_0"], f["f_dc_1"], f["f_dc_2"]], axis=-1) + 0.5, 0.0, 1.0)
+    rgb = srgb_to_linear(SH_C0 * np.stack([f["f_dc_0"], f["f_dc_1"], f["f_dc_2"]], axis=-1) + 0.5)
     return {
         "position": xyz,
         "opacity": _sigmoid(f["opacity"]),
