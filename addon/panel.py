@@ -77,6 +77,7 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         else:
             row.operator("trellis.generate", icon="PLAY")
 
+        draw_splat_display(layout, settings)
         draw_region_edit(layout, context, settings, busy)
 
         if status.state in ("STARTING", "RUNNING", "CANCELLING"):
@@ -94,6 +95,16 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
             if "Set up backend" in status.error_hint:
                 box.operator("trellis.setup_backend", icon="IMPORT")
         draw_setup(layout, backend_setup.snapshot())
+
+
+def draw_splat_display(layout, settings):
+    """Display of the Gaussian splat objects (all of them in the scene, and the next imports)."""
+    if settings.outputs == "MESH":
+        return
+    col = layout.column(align=True)
+    col.label(text="Splat display", icon="SHADING_RENDERED")
+    col.row(align=True).prop(settings, "splat_display", expand=True)
+    col.prop(settings, "splat_viewport_limit")
 
 
 def draw_region_edit(layout, context, settings, busy):

@@ -8,6 +8,8 @@ can read exactly what the user would see.
 import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
 
+from .importers import gaussian_nodes
+
 OUTPUTS = [
     ("BOTH", "Both", "Mesh and Gaussians"),
     ("MESH", "Mesh", "Textured mesh (GLB)"),
@@ -18,7 +20,23 @@ IMAGE_SOURCES = [
     ("FILE", "Image file", "Generate from an image file on disk"),
     ("DATABLOCK", "Blender image", "Generate from an image loaded in this .blend"),
 ]
+SPLAT_DISPLAYS = [
+    ("GAUSSIANS", "Gaussian splats", "Each splat fades as its Gaussian does, as 3D Gaussian splatting renders it "
+                                     "(EEVEE and Cycles)"),
+    ("ELLIPSOIDS", "Ellipsoids", "Opaque ellipsoids at twice the Gaussians' size (a solid, readable look)"),
+    ("POINTS", "Points", "One sphere per Gaussian: the fastest viewport"),
+]
 STATES = [(s, s.title(), "") for s in ("IDLE", "STARTING", "RUNNING", "CANCELLING", "DONE", "FAILED", "CANCELLED")]
+
+
+def splat_objects(scene):
+    return [o for o in scene.objects if o.get("trellis_kind") == "gaussians"]
+
+
+def _apply_splat_display(settings, context):
+    """Display choice and viewport limit apply to every splat object of the scene at once."""
+    for obj in splat_objects(context.scene):
+        gaussian_nodes.set_display(obj, settings.splat_display, settings.splat_viewport_limit)
 
 
 class TRELLIS_Settings(bpy.types.PropertyGroup):
@@ -39,6 +57,13 @@ class TRELLIS_Settings(bpy.types.PropertyGroup):
     slat_cfg: FloatProperty(name="Detail guidance", default=3.0, min=0.0, max=50.0,
                             description="Classifier-free guidance strength of stage 2")
     outputs: EnumProperty(name="Outputs", items=OUTPUTS, default="BOTH")
+    splat_display: EnumProperty(name="Splat display", items=SPLAT_DISPLAYS, default="GAUSSIANS",
+                                update=_apply_splat_display,
+                                description="How Gaussian splat objects are shown (viewport and render)")
+    splat_viewport_limit: IntProperty(name="Viewport splats", default=gaussian_nodes.DEFAULT_VIEWPORT_LIMIT,
+                                      min=1, soft_max=1000000, update=_apply_splat_display,
+                                      description="At most about this many splats per object in the viewport "
+                                                  "(a random subset, for speed); renders always use all")
     # Region edit ("Regenerate selection", operators_edit.py)
     edit_prompt: StringProperty(name="New prompt",
                                 description="Prompt for the selected region (empty: the object's own prompt/image)")

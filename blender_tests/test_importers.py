@@ -76,15 +76,16 @@ def test_gaussian_ply_becomes_point_cloud_with_activated_attributes(addon, sampl
     q = np.concatenate([_attr(mesh, "rotation_w", "value", 1)[:, None], _attr(mesh, "rotation", "vector", 3)], 1)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
 
-    # geometry nodes display the splats as real geometry
+    # geometry nodes display every splat as an icosphere instance that keeps its own frame
     mod = obj.modifiers["TRELLIS Splats"]
     assert mod.type == "NODES" and mod.node_group is not None
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = obj.evaluated_get(depsgraph).to_mesh()
-    assert len(evaluated.vertices) == 300 * 12 and len(evaluated.polygons) == 300 * 20  # ico spheres, detail 1
-    assert {"color", "splat_color", "opacity"} <= set(evaluated.attributes.keys())
-    obj.evaluated_get(depsgraph).to_mesh_clear()
-    assert obj.material_slots[0].material.node_tree.nodes.get("Attribute").attribute_name == "splat_color"
+    shown = [inst.object.type for inst in depsgraph.object_instances
+             if inst.is_instance and inst.parent and inst.parent.original == obj]
+    assert shown == ["MESH"] * 300
+    nodes = obj.material_slots[0].material.node_tree.nodes
+    assert {(n.attribute_name, n.attribute_type) for n in nodes if n.type == "ATTRIBUTE"} == {
+        ("splat_color", "INSTANCER"), ("opacity", "INSTANCER")}
 
     assert obj["trellis_kind"] == "gaussians" and obj["trellis_sidecar"] == "/x.npz"
     assert obj["trellis_prompt"] == "splats" and obj["trellis_seed"] == 4

@@ -93,7 +93,10 @@ def import_result(context, files, settings):
                 tag_object(obj, "mesh", files, settings)
                 imported.append(obj)
         if outputs in ("BOTH", "GAUSSIANS") and files.get("ply"):
-            obj = gaussians.import_ply(context, files["ply"], base + " splats", collection, created)
+            scene_settings = getattr(context.scene, "trellis", None)
+            display = dict(display=scene_settings.splat_display,
+                           viewport_limit=scene_settings.splat_viewport_limit) if scene_settings else {}
+            obj = gaussians.import_ply(context, files["ply"], base + " splats", collection, created, **display)
             tag_object(obj, "gaussians", files, settings)
             imported.append(obj)
         if not imported:

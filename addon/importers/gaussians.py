@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 
 from ..core.gaussian_ply import load_gaussians, quat_to_euler_xyz
+from .gaussian_nodes import DEFAULT_VIEWPORT_LIMIT, add_splat_modifier, splat_materials
 
 
 def _add_attr(mesh, name, kind, field, values):
@@ -40,17 +41,27 @@ def build_point_mesh(name, g):
     return mesh
 
 
-def import_ply(context, path, name, collection, created):
-    """Create the splat object; appends what it creates to ``created`` (for cleanup on failure)."""
-    from .gaussian_nodes import add_splat_modifier, splat_material
+TRANSPARENT_BOUNCES = 256  # Cycles stops at its transparent-bounce limit: splats behind that many go black
 
+
+def allow_deep_transparency(scene):
+    """Let Cycles rays pass through enough splats (it only ever raises the scene's limit)."""
+    cycles = getattr(scene, "cycles", None)
+    if cycles is not None and getattr(cycles, "transparent_max_bounces", TRANSPARENT_BOUNCES) < TRANSPARENT_BOUNCES:
+        cycles.transparent_max_bounces = TRANSPARENT_BOUNCES
+
+
+def import_ply(context, path, name, collection, created, display="GAUSSIANS",
+               viewport_limit=DEFAULT_VIEWPORT_LIMIT):
+    """Create the splat object; appends what it creates to ``created`` (for cleanup on failure)."""
     g = load_gaussians(path)
     mesh = build_point_mesh(name, g)
     obj = bpy.data.objects.new(name, mesh)
     created.append(obj)
     collection.objects.link(obj)
-    material = splat_material()
-    mesh.materials.append(material)
-    material.diffuse_color = tuple(g["color"][:, :3].mean(axis=0)) + (1.0,) if len(g["color"]) else (1, 1, 1, 1)
-    add_splat_modifier(obj, material)
+    mean = g["color"][:, :3].mean(axis=0) if len(g["color"]) else (1.0, 1.0, 1.0)
+    materials = splat_materials(mean)
+    mesh.materials.append(materials["GAUSSIANS"])
+    add_splat_modifier(obj, materials, display, viewport_limit)
+    allow_deep_transparency(context.scene)
     return obj
