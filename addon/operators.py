@@ -19,7 +19,33 @@ def condition_label(settings):
         return os.path.basename(settings.image_path or "")
     if settings.image_source == "DATABLOCK" and settings.image is not None:
         return settings.image.name
+    if settings.image_source == "MULTI" and len(settings.images):
+        first = settings.images[0]
+        return first.image.name if first.source == "DATABLOCK" and first.image else os.path.basename(first.path)
     return ""
+
+
+def image_file(source, path, image, out_dir, name):
+    """A path the backend can read for one image choice; raises ValueError naming what is missing."""
+    if source == "FILE":
+        path = bpy.path.abspath(path) if path else ""
+        if not path or not os.path.isfile(path):
+            raise ValueError("Image file not found: %s" % (path or "(none chosen)"))
+        return os.path.normpath(path)
+    if image is None:
+        raise ValueError("Choose a Blender image, or switch the condition to 'Prompt only'.")
+    from .image_input import image_file_for_backend
+
+    return image_file_for_backend(image, os.path.join(out_dir, "inputs"), name)
+
+
+def several_images(settings, out_dir, job_name):
+    """The 'Several images' list as backend paths (one string when the list holds one image)."""
+    if not len(settings.images):
+        raise ValueError("Add images to the list (the + button), or switch the condition to 'Prompt only'.")
+    paths = [image_file(item.source, item.path, item.image, out_dir, "%s_%d" % (job_name, i))
+             for i, item in enumerate(settings.images)]
+    return paths if len(paths) > 1 else paths[0]
 
 
 def build_request(context, settings, job_name):
@@ -30,17 +56,12 @@ def build_request(context, settings, job_name):
               "formats": requests.FORMATS_BY_OUTPUT[settings.outputs]}
     if settings.prompt.strip():
         params["prompt"] = settings.prompt.strip()
-    if settings.image_source == "FILE":
-        path = bpy.path.abspath(settings.image_path) if settings.image_path else ""
-        if not path or not os.path.isfile(path):
-            raise ValueError("Image file not found: %s" % (path or "(none chosen)"))
-        params["image"] = os.path.normpath(path)
-    elif settings.image_source == "DATABLOCK":
-        if settings.image is None:
-            raise ValueError("Choose a Blender image, or switch the condition to 'Prompt only'.")
-        from .image_input import image_file_for_backend
-
-        params["image"] = image_file_for_backend(settings.image, os.path.join(out_dir, "inputs"), job_name)
+    if settings.image_source in ("FILE", "DATABLOCK"):
+        params["image"] = image_file(settings.image_source, settings.image_path, settings.image, out_dir, job_name)
+    elif settings.image_source == "MULTI":
+        params["image"] = several_images(settings, out_dir, job_name)
+        if isinstance(params["image"], list):
+            params["multi_image_mode"] = settings.multi_image_mode
     params.update(requests.sampling_overrides(settings))
     return requests.check(P.GENERATE, params)
 
@@ -78,6 +99,38 @@ class TRELLIS_OT_generate(bpy.types.Operator):
             self.report({"INFO"}, "TRELLIS: imported %s" % status.last_objects.replace(";", ", "))
             return {"FINISHED"}
         return report_failure(self, job, status)
+
+
+class TRELLIS_OT_image_add(bpy.types.Operator):
+    """Add an image of the object to the list (a file; switch the row to 'Blender image' for a datablock)"""
+
+    bl_idname = "trellis.image_add"
+    bl_label = "Add image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        settings = context.scene.trellis
+        settings.images.add()
+        settings.images_index = len(settings.images) - 1
+        return {"FINISHED"}
+
+
+class TRELLIS_OT_image_remove(bpy.types.Operator):
+    """Remove the selected image from the list"""
+
+    bl_idname = "trellis.image_remove"
+    bl_label = "Remove image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return len(context.scene.trellis.images) > 0
+
+    def execute(self, context):
+        settings = context.scene.trellis
+        settings.images.remove(min(settings.images_index, len(settings.images) - 1))
+        settings.images_index = max(0, min(settings.images_index, len(settings.images) - 1))
+        return {"FINISHED"}
 
 
 class TRELLIS_OT_cancel(bpy.types.Operator):
@@ -130,4 +183,5 @@ class TRELLIS_OT_setup_backend(bpy.types.Operator):
 
 
 register, unregister = bpy.utils.register_classes_factory((TRELLIS_OT_generate, TRELLIS_OT_cancel,
+                                                            TRELLIS_OT_image_add, TRELLIS_OT_image_remove,
                                                             TRELLIS_OT_setup_backend))

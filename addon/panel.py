@@ -59,6 +59,8 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
             col.prop(settings, "image_path", text="")
         elif settings.image_source == "DATABLOCK":
             col.template_ID(settings, "image", open="image.open")
+        elif settings.image_source == "MULTI":
+            draw_image_list(col, settings)
         col.prop(settings, "prompt", text="", icon="SORTALPHA")
         col.prop(settings, "seed")
         col.row().prop(settings, "outputs", expand=True)
@@ -95,6 +97,27 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
             if "Set up backend" in status.error_hint:
                 box.operator("trellis.setup_backend", icon="IMPORT")
         draw_setup(layout, backend_setup.snapshot())
+
+
+class TRELLIS_UL_images(bpy.types.UIList):
+    """One row per image of the object: its source and the file or datablock."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        row = layout.row(align=True)
+        row.prop(item, "source", text="", icon_only=True, icon="FILE_IMAGE" if item.source == "FILE" else "IMAGE_DATA")
+        if item.source == "FILE":
+            row.prop(item, "path", text="")
+        else:
+            row.prop(item, "image", text="")
+
+
+def draw_image_list(layout, settings):
+    row = layout.row()
+    row.template_list("TRELLIS_UL_images", "", settings, "images", settings, "images_index", rows=3)
+    buttons = row.column(align=True)
+    buttons.operator("trellis.image_add", text="", icon="ADD")
+    buttons.operator("trellis.image_remove", text="", icon="REMOVE")
+    layout.prop(settings, "multi_image_mode")
 
 
 def draw_splat_display(layout, settings):
@@ -143,4 +166,4 @@ def draw_setup(layout, setup):
         box.label(text="Backend environment ready", icon="CHECKMARK")
 
 
-register, unregister = bpy.utils.register_classes_factory((VIEW3D_PT_trellis,))
+register, unregister = bpy.utils.register_classes_factory((TRELLIS_UL_images, VIEW3D_PT_trellis))

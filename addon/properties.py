@@ -6,7 +6,8 @@ can read exactly what the user would see.
 """
 
 import bpy
-from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
 
 from .importers import gaussian_nodes
 
@@ -19,6 +20,14 @@ IMAGE_SOURCES = [
     ("NONE", "Prompt only", "Generate from the text prompt"),
     ("FILE", "Image file", "Generate from an image file on disk"),
     ("DATABLOCK", "Blender image", "Generate from an image loaded in this .blend"),
+    ("MULTI", "Several images", "Generate one object from several images of it (files or Blender images)"),
+]
+IMAGE_ITEM_SOURCES = [("FILE", "File", "An image file on disk"), ("DATABLOCK", "Blender image", "An image in this .blend")]
+MULTI_IMAGE_MODES = [
+    ("stochastic", "Stochastic", "Each sampling step is conditioned on one of the images in turn (the reference's "
+                                 "default; as fast as one image)"),
+    ("multidiffusion", "Multidiffusion", "Every step averages the predictions for all images (slower: one "
+                                         "prediction per image)"),
 ]
 SPLAT_DISPLAYS = [
     ("GAUSSIANS", "Gaussian splats", "Each splat fades as its Gaussian does, as 3D Gaussian splatting renders it "
@@ -39,12 +48,25 @@ def _apply_splat_display(settings, context):
         gaussian_nodes.set_display(obj, settings.splat_display, settings.splat_viewport_limit)
 
 
+class TRELLIS_ImageItem(bpy.types.PropertyGroup):
+    """One of the several images of an object: a file, or an image datablock."""
+
+    source: EnumProperty(name="Source", items=IMAGE_ITEM_SOURCES, default="FILE")
+    path: StringProperty(name="Image", subtype="FILE_PATH")
+    image: PointerProperty(name="Image", type=bpy.types.Image)
+
+
 class TRELLIS_Settings(bpy.types.PropertyGroup):
     prompt: StringProperty(name="Prompt", description="Text describing the object to generate")
     image_source: EnumProperty(name="Condition", items=IMAGE_SOURCES, default="NONE")
     image_path: StringProperty(name="Image", subtype="FILE_PATH",
                                description="Image of the object (RGBA, or on a plain background)")
     image: PointerProperty(name="Image", type=bpy.types.Image)
+    images: CollectionProperty(name="Images", type=TRELLIS_ImageItem,
+                               description="Several images of the same object (condition 'Several images')")
+    images_index: IntProperty(name="Active image", default=0, min=0)
+    multi_image_mode: EnumProperty(name="Combine", items=MULTI_IMAGE_MODES, default="stochastic",
+                                   description="How several images condition one generation")
     seed: IntProperty(name="Seed", default=0, min=0)
     custom_sampling: BoolProperty(name="Custom sampling", default=False,
                                   description="Override the model's own step counts and guidance strengths")
@@ -96,7 +118,8 @@ class TRELLIS_Status(bpy.types.PropertyGroup):
     last_objects: StringProperty(description="Names of the objects the last job imported, ';'-separated")
 
 
-register_classes, unregister_classes = bpy.utils.register_classes_factory((TRELLIS_Settings, TRELLIS_Status))
+register_classes, unregister_classes = bpy.utils.register_classes_factory((TRELLIS_ImageItem, TRELLIS_Settings,
+                                                                                   TRELLIS_Status))
 
 STATUS_FIELDS = ("job_id", "stage", "step", "total", "message", "last_objects")
 

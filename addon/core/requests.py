@@ -59,8 +59,10 @@ def model_for(configured, params):
 
 
 def settings_snapshot(outputs, params, **extra):
-    """What each generated object remembers (for re-generation and region edits)."""
-    snapshot = {"prompt": params.get("prompt") or "", "image": params.get("image") or "",
+    """What each generated object remembers (for re-generation and region edits); several images
+    are remembered as one ';'-separated string (custom properties hold no lists of strings)."""
+    image = params.get("image") or ""
+    snapshot = {"prompt": params.get("prompt") or "", "image": ";".join(image) if isinstance(image, list) else image,
                 "seed": params.get("seed", 0), "params": json.dumps(params, sort_keys=True), "outputs": outputs}
     snapshot.update(extra)
     return snapshot

@@ -29,7 +29,8 @@ def trellis_collection(scene):
 def object_base_name(settings):
     text = (settings.get("prompt") or "").strip()
     if not text and settings.get("image"):
-        text = re.sub(r"\.[A-Za-z0-9]+$", "", settings["image"].replace("\\", "/").rsplit("/", 1)[-1])
+        first = settings["image"].split(";")[0]  # several images: named after the first
+        text = re.sub(r"\.[A-Za-z0-9]+$", "", first.replace("\\", "/").rsplit("/", 1)[-1])
     text = re.sub(r"\s+", " ", text)[:40].strip() or "asset"
     return "TRELLIS %s" % text
 
