@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 say() { echo "[setup] $*"; }
+source scripts/wait_for_apt.sh
 
 if [ ! -x .venv/bin/python ]; then
   say "creating the backend environment (.venv)"
@@ -30,8 +31,12 @@ if [ "${TRELLIS_SKIP_BLENDER:-0}" != "1" ]; then
   if ! dpkg -s $DEBS >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       say "installing Debian packages: $DEBS"
+      # another apt (unattended upgrades, a second set-up) may hold the locks: wait for it, saying so
+      wait_for_apt_locks
       apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $DEBS >/dev/null
+      wait_for_apt_locks
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout="${TRELLIS_APT_WAIT_S:-900}" $DEBS >/dev/null
     else
       say "missing Debian packages ($DEBS) and no root: the blender -b and GUI tests will be skipped"
     fi
