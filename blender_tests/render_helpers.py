@@ -16,7 +16,8 @@ def uniform_world(scene, strength=1.0, color=(1.0, 1.0, 1.0)):
     """A constant environment: a convex Lambertian surface then renders exactly its albedo (strength 1)."""
     world = bpy.data.worlds.new("test world")
     scene.world = world
-    world.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # 5.0 always has the node tree and deprecates use_nodes
+        world.use_nodes = True
     bg = world.node_tree.nodes["Background"]
     bg.inputs["Color"].default_value = tuple(color) + (1.0,)
     bg.inputs["Strength"].default_value = strength

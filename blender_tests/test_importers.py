@@ -124,7 +124,7 @@ def test_glb_becomes_mesh_with_vertex_colour_material(addon, sample_files):
     colors = obj.data.color_attributes
     assert len(colors) >= 1 and colors.active_color is not None
     mat = obj.active_material
-    assert mat is not None and mat.use_nodes
+    assert mat is not None and mat.node_tree is not None
     vc = [n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeVertexColor"]
     assert vc and vc[0].layer_name == colors.active_color.name
     bsdf = next(n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED")

@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 
 import gaussian_reference as ref  # noqa: E402
 
-EYE, TARGET = (1.35, -1.85, 1.05), (0.0, 0.0, 0.0)
+EYE, TARGET = (1.15, -1.6, 0.9), (0.0, 0.0, 0.0)
 DISPLAYS = ("GAUSSIANS", "ELLIPSOIDS")
 
 
@@ -60,7 +60,8 @@ def render_in_blender(ply, out_dir, resolution, samples):
     scene.collection.objects.link(cam)
     scene.camera = cam
     world = bpy.data.worlds.new("black")
-    world.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # 5.0 always has the node tree and deprecates use_nodes
+        world.use_nodes = True
     world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.0
     scene.world = world
     scene.render.engine = "CYCLES"

@@ -23,6 +23,8 @@ each difference is probed rather than assumed.
 
 import bpy
 
+from .node_trees import with_nodes
+
 GROUP_NAME = "TRELLIS Splats v2"
 MODIFIER_NAME = "TRELLIS Splats"
 SHADING_COLOR = "splat_color"
@@ -294,9 +296,8 @@ def splat_material(display, name=None):
     read their attributes as "Instancer", realised points as "Geometry".
     """
     mat = bpy.data.materials.new(name or "TRELLIS Splat " + display.title())
-    if hasattr(mat, "use_nodes") and not mat.use_nodes:  # always on (and deprecated) from Blender 5.0
-        mat.use_nodes = True
-    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    tree = with_nodes(mat)
+    nodes, links = tree.nodes, tree.links
     nodes.clear()
     out = _node(nodes, "ShaderNodeOutputMaterial", (600, 0))
     source = "GEOMETRY" if display == "POINTS" else "INSTANCER"
