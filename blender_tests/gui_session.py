@@ -35,6 +35,9 @@ def parse():
     ap.add_argument("--stall-timeout", type=float, default=240,
                     help="give up when no progress event came for this long (a hung job, not a slow machine)")
     ap.add_argument("--timeout", type=float, default=1500, help="give up after this long in any case")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds between the import and the last screenshot (EEVEE compiles its shaders first)")
+    ap.add_argument("--separate", action="store_true", help="move the splats beside the mesh (for pictures)")
     return ap.parse_args(argv)
 
 
@@ -127,9 +130,13 @@ def on_job_finished(job, objects):
                 bpy.ops.view3d.view_selected()
         except RuntimeError as exc:
             print("view_selected failed:", exc)
-        area.spaces.active.shading.type = "SOLID"
-        bpy.app.timers.register(lambda: screenshot("panel_done"), first_interval=1.0)
-        bpy.app.timers.register(lambda: finish({}), first_interval=2.5)
+        area.spaces.active.shading.type = "MATERIAL"  # EEVEE: the splats show as Gaussians
+        if ARGS.separate and len(objects) == 2:
+            objects[1].location.x += 1.1
+            with bpy.context.temp_override(window=window, area=area, region=region):
+                bpy.ops.view3d.view_all()
+        bpy.app.timers.register(lambda: screenshot("panel_done"), first_interval=ARGS.settle)
+        bpy.app.timers.register(lambda: finish({}), first_interval=ARGS.settle + 1.5)
 
     bpy.app.timers.register(done, first_interval=0.5)
 
