@@ -170,24 +170,12 @@ class JobController:
     def _finish_with(self, event):
         """Terminal event: import on result, record the error otherwise; never touch the scene on failure."""
         job, status = self.job, _status()
-        try:
-            job.apply(event)
-        except P.ProtocolError:
+        if job.finished:
             return
         objects = []
-        if job.state == P.DONE:
-            t0 = time.perf_counter()
-            try:
-                objects = importers.import_result(bpy.context, job.files, self.job_settings)
-            except Exception as exc:
-                import traceback
-
-                traceback.print_exc()
-                job.state, job.error_type = P.FAILED, "ImportFailed"
-                job.error_message = "Importing the result failed: %s: %s" % (type(exc).__name__, exc)
-                job.error_hint = "The generated files are kept in %s; import them by hand or report a bug." % (
-                    ", ".join(sorted(job.files.values())))
-            self.stats["import_s"] = time.perf_counter() - t0
+        if event.get("type") == P.RESULT:
+            event, objects = self._import(event)
+        job.apply(event)  # the job's state and error fields change only here, through the protocol's Job
         state = {P.DONE: "DONE", P.CANCELLED: "CANCELLED"}.get(job.state, "FAILED")
         set_status(status, state, error=(job.error_type, job.error_message, job.error_hint))
         if job.state == P.DONE:
@@ -201,6 +189,23 @@ class JobController:
         for callback in list(self.on_finish):
             callback(job, objects)
         _redraw()
+
+    def _import(self, event):
+        """Import a result's files: (event, objects), or an ImportFailed error event when it cannot be imported."""
+        t0 = time.perf_counter()
+        files = dict(event.get("files") or {})
+        try:
+            return event, importers.import_result(bpy.context, files, self.job_settings)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            return P.error_event(
+                event.get("id"), "ImportFailed", "Importing the result failed: %s: %s" % (type(exc).__name__, exc),
+                "The generated files are kept in %s; import them by hand or report a bug."
+                % ", ".join(sorted(files.values()))), []
+        finally:
+            self.stats["import_s"] = time.perf_counter() - t0
 
     def _fail(self, error_type, message, hint):
         self._finish_with(P.error_event(self.job.id, error_type, message, hint))
