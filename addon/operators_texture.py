@@ -9,14 +9,14 @@ UVs gets a Smart UV Project map first. A non-mesh, a mesh without faces or no im
 """
 
 import os
-import time
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty
 
 from . import jobs, preferences
-from . import protocol as P
-from .operators import RUN_MODES, _slug, _wait
+from .core import protocol as P
+from .core import requests
+from .operator_support import RUN_MODES, reject, report_failure, should_wait
 
 UNDO_MESSAGE = "TRELLIS texture selected mesh"
 UV_MAP_NAME = "TRELLIS UV"
@@ -48,7 +48,7 @@ def condition_image(context, settings, out_dir, job_name):
 
 def write_evaluated_mesh(context, obj, path):
     """The evaluated mesh in object space with its active UV map as OBJ; returns (triangles, uv map name)."""
-    from .mesh_obj_file import write_triangle_obj
+    from .core.mesh_obj_file import write_triangle_obj
 
     depsgraph = context.evaluated_depsgraph_get()
     evaluated = obj.evaluated_get(depsgraph)
@@ -109,14 +109,14 @@ def _use_uv_map(material, uv_name):
 
 def apply_material(target, imported, uv_name, material_name):
     """Move the imported result's material onto `target` (new slot on every face), then delete the import."""
-    from .importers import _remove
+    from .importers import remove_objects
 
     source = next((o for o in imported if o.type == "MESH" and o.active_material is not None), None)
     if source is None:
-        _remove(imported)
+        remove_objects(imported)
         raise RuntimeError("the textured result has no material")
     material = source.active_material
-    _remove(imported)
+    remove_objects(imported)
     material.name = material_name
     _use_uv_map(material, uv_name)
     target.data.materials.append(material)
@@ -152,11 +152,8 @@ class TRELLIS_OT_texture_selected(bpy.types.Operator):
         return not jobs.controller().busy
 
     def _fail(self, context, message):
-        status = context.window_manager.trellis_status
-        status.state, status.error_type, status.error_message = "FAILED", "BadInput", message
-        status.error_hint = "Select a mesh object with faces and choose an image, then try again."
-        self.report({"ERROR"}, message)
-        return {"CANCELLED"}
+        return reject(self, context, message, "Select a mesh object with faces and choose an image, then press "
+                                              "Texture selected mesh again.")
 
     def execute(self, context):
         settings = context.scene.trellis
@@ -164,7 +161,7 @@ class TRELLIS_OT_texture_selected(bpy.types.Operator):
         out_dir = preferences.resolved_output_dir(prefs)
         try:
             target = texture_target(context)
-            job_name = "%s_textured_s%d_%s" % (_slug(target.name), settings.seed, time.strftime("%Y%m%d-%H%M%S"))
+            job_name = requests.job_name(target.name, settings.seed, kind="textured")
             image = condition_image(context, settings, out_dir, job_name)
             os.makedirs(os.path.join(out_dir, "inputs"), exist_ok=True)
             mesh_path = os.path.join(out_dir, "inputs", job_name + ".obj")
@@ -184,12 +181,13 @@ class TRELLIS_OT_texture_selected(bpy.types.Operator):
         params = {"mesh_path": mesh_path, "image": image, "seed": settings.seed, "up_axis": "z",
                   "resolution": settings.texture_resolution, "texture_size": settings.texture_size,
                   "output_dir": out_dir, "name": job_name}
-        problems = P.validate_job_params(P.TEXTURE, params)
-        if problems:
-            return self._fail(context, "; ".join(problems))
-        wait = _wait(self.run_mode)
-        snapshot = {"prompt": "", "image": image, "seed": settings.seed, "outputs": "MESH", "defer_undo": True,
-                    "params": "{}"}
+        try:
+            requests.check(P.TEXTURE, params)
+        except ValueError as exc:
+            return self._fail(context, str(exc))
+        wait = should_wait(self.run_mode)
+        # the controller imports the result GLB; on_finish takes its material and deletes the import
+        snapshot = requests.settings_snapshot("MESH", params, defer_undo=True)
         from .importers import COLLECTION_NAME
 
         info = {"target": target.name, "uv": uv_name, "added_uv": added_uv, "push_undo": not wait,
@@ -197,14 +195,16 @@ class TRELLIS_OT_texture_selected(bpy.types.Operator):
         ctl = jobs.controller()
 
         def on_finish(job, objects):
+            if job.params.get("name") != job_name:
+                return
             ctl.on_finish.remove(on_finish)
             if job.state != P.DONE:
                 return
             target_obj = bpy.data.objects.get(info["target"])
-            if target_obj is None:
-                from .importers import _remove
+            if target_obj is None:  # deleted while the job ran: nothing to texture
+                from .importers import remove_objects
 
-                _remove(objects)
+                remove_objects(objects)
                 return
             apply_material(target_obj, objects, info["uv"], "TRELLIS textured %s" % target_obj.name)
             _drop_collection_made_for_import(info["had_collection"])
@@ -221,12 +221,12 @@ class TRELLIS_OT_texture_selected(bpy.types.Operator):
         if not wait and not job.finished:
             self.report({"INFO"}, "TRELLIS: texturing %s..." % target.name)
             return {"FINISHED"}
+        if on_finish in ctl.on_finish:
+            ctl.on_finish.remove(on_finish)
         if job.state == P.DONE:
             self.report({"INFO"}, "TRELLIS: textured %s" % target.name)
             return {"FINISHED"}
-        self.report({"WARNING"} if job.state == P.CANCELLED else {"ERROR"},
-                    "TRELLIS: %s: %s %s" % (job.error_type, job.error_message, job.error_hint))
-        return {"CANCELLED"}
+        return report_failure(self, job, context.window_manager.trellis_status)
 
 
 CLASSES = (TRELLIS_OT_texture_selected,)

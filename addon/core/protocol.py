@@ -1,7 +1,7 @@
 """Wire protocol between the Blender add-on and the TRELLIS backend server.
 
 Pure standard library on purpose: Blender's Python and the backend's venv both
-load this exact file. The canonical copy is ``addon/protocol.py``; the server
+load this exact file. The canonical copy is ``addon/core/protocol.py``; the server
 keeps a byte-identical copy at ``backend/trellis_backend/server/protocol.py``
 (so neither side imports the other's package; ``tests/test_protocol.py`` and
 ``build_addon.py`` check that the two are identical).
@@ -10,6 +10,8 @@ Transport: one JSON object per line (UTF-8) over the server's stdin (requests)
 and stdout (events).
 
 Requests  ``{"id": str, "type": generate|edit|texture|cancel|shutdown|ping, "params": {}}``
+          (generate's ``image`` may be a list of paths: several views of one object,
+          combined as ``multi_image_mode`` says)
 Events    ``{"id": str|None, "type": ready|pong|progress|result|error, ...}``
 
 - ``ready``    (id None) the server is up: ``info`` {protocol, pid, model, device}
@@ -58,19 +60,23 @@ ERR_BACKEND_EXITED = "BackendExited"  # synthesised by the client, never sent
 
 # Parameters a job request may carry; anything else is refused so a typo in
 # the add-on fails loudly instead of being silently ignored.
-GENERATE_PARAMS = frozenset({
+COMMON_PARAMS = frozenset({
     "prompt", "image", "seed", "ss_steps", "slat_steps", "ss_cfg", "slat_cfg",
     "formats", "output_dir", "name", "resolution", "texture_size",
 })
 # TRELLIS.2's resolution modes (``resolution``; a TRELLIS model folder refuses the parameter).
 RESOLUTION_MODES = ("512", "1024", "1024_cascade", "1536_cascade")
-EDIT_PARAMS = GENERATE_PARAMS | frozenset({"sidecar_path", "region", "keep_structure", "margin", "resample"})
+GENERATE_PARAMS = COMMON_PARAMS | frozenset({"multi_image_mode"})
+EDIT_PARAMS = COMMON_PARAMS | frozenset({"sidecar_path", "region", "keep_structure", "margin", "resample"})
 # texture: the mesh file (GLB/OBJ/PLY), the image, and the texturing options (``resolution`` is the O-Voxel
 # grid, a multiple of 16; ``up_axis`` "y" or "z", Blender object space being "z").
 TEXTURE_PARAMS = frozenset({"mesh_path", "image", "seed", "resolution", "texture_size", "steps", "up_axis",
                             "output_dir", "name"})
 UP_AXES = ("y", "z")
 FORMATS = ("mesh", "gaussians")
+# Several images of one object ("image": [paths]): 'stochastic' conditions each sampling step on
+# one of them in turn, 'multidiffusion' averages the predictions of all (the reference's modes).
+MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
@@ -169,8 +175,13 @@ def validate_job_params(rtype, params):
     prompt, image = params.get("prompt"), params.get("image")
     if prompt is not None and not isinstance(prompt, str):
         problems.append("'prompt' must be a string")
-    if image is not None and not isinstance(image, str):
-        problems.append("'image' must be a file path")
+    several = isinstance(image, list)
+    if image is not None and not isinstance(image, str) and not (
+            several and image and all(isinstance(p, str) and p for p in image)):
+        problems.append("'image' must be a file path or a non-empty list of file paths")
+    mode = params.get("multi_image_mode")
+    if mode is not None and mode not in MULTI_IMAGE_MODES:
+        problems.append("'multi_image_mode' must be one of %s" % ", ".join(MULTI_IMAGE_MODES))
     if rtype == GENERATE and not (prompt.strip() if isinstance(prompt, str) else prompt) and not image:
         problems.append("give a prompt or an image")
     if rtype == EDIT:
