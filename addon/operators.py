@@ -63,7 +63,10 @@ def build_request(context, settings, job_name):
         if isinstance(params["image"], list):
             params["multi_image_mode"] = settings.multi_image_mode
     params.update(requests.sampling_overrides(settings))
-    return requests.check(P.GENERATE, params)
+    from .core.model_family import folder_family, generate_params_for_family
+
+    family = folder_family(preferences.configured_model(prefs))
+    return requests.check(P.GENERATE, generate_params_for_family(family, params, settings.resolution_mode))
 
 
 class TRELLIS_OT_generate(bpy.types.Operator):
@@ -90,7 +93,8 @@ class TRELLIS_OT_generate(bpy.types.Operator):
         except ValueError as exc:
             return reject(self, context, str(exc), "Fix the input in the TRELLIS panel and press Generate again.")
         wait = should_wait(self.run_mode)
-        job = jobs.controller().start(context, P.GENERATE, params, requests.settings_snapshot(settings.outputs, params),
+        outputs = "MESH" if params["formats"] == ["mesh"] else settings.outputs
+        job = jobs.controller().start(context, P.GENERATE, params, requests.settings_snapshot(outputs, params),
                                       wait=wait, timeout=self.timeout or None)
         if not wait and not job.finished:
             self.report({"INFO"}, "TRELLIS: generating...")

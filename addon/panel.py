@@ -9,9 +9,11 @@ import textwrap
 
 import bpy
 
-from . import jobs
-from .core import backend_setup
+from . import jobs, preferences
+from .core import backend_setup, model_family
 
+FAMILY_LABELS = {"trellis2": "TRELLIS.2 model: image to PBR mesh", "trellis-text": "TRELLIS text model",
+                 "trellis-image": "TRELLIS image model", "": "Model folder has no readable pipeline.json"}
 HAS_PROGRESS = "progress" in bpy.types.UILayout.bl_rna.functions
 
 
@@ -53,20 +55,30 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         status = context.window_manager.trellis_status
         busy = jobs.controller().busy
 
+        family = model_family.folder_family(preferences.configured_model(preferences.get_prefs(context)))
+        offered = model_family.offers(family)
         col = layout.column()
         col.enabled = not busy
-        col.prop(settings, "image_source", text="")
-        if settings.image_source == "FILE":
-            col.prop(settings, "image_path", text="")
-        elif settings.image_source == "DATABLOCK":
-            col.template_ID(settings, "image", open="image.open")
-        elif settings.image_source == "MULTI":
-            draw_image_list(col, settings)
-        col.prop(settings, "prompt", text="", icon="SORTALPHA")
+        if family in FAMILY_LABELS:
+            col.label(text=FAMILY_LABELS[family], icon="INFO")
+        if "image" in offered:
+            col.prop(settings, "image_source", text="")
+            if settings.image_source == "FILE":
+                col.prop(settings, "image_path", text="")
+            elif settings.image_source == "DATABLOCK":
+                col.template_ID(settings, "image", open="image.open")
+            elif settings.image_source == "MULTI" and family != model_family.TRELLIS2:
+                draw_image_list(col, settings)
+        if "prompt" in offered:
+            col.prop(settings, "prompt", text="", icon="SORTALPHA")
         col.prop(settings, "seed")
-        col.row().prop(settings, "outputs", expand=True)
-        col.prop(settings, "custom_sampling")
-        if settings.custom_sampling:
+        if "gaussians" in offered:
+            col.row().prop(settings, "outputs", expand=True)
+        if "resolution" in offered:
+            col.prop(settings, "resolution_mode")
+        if "sampling" in offered:
+            col.prop(settings, "custom_sampling")
+        if "sampling" in offered and settings.custom_sampling:
             sub = col.column(align=True)
             sub.prop(settings, "ss_steps")
             sub.prop(settings, "ss_cfg")
@@ -83,9 +95,11 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         col.enabled = not busy
         col.operator("trellis.send_to_batch", icon="EXPORT")
 
-        draw_splat_display(layout, settings)
+        if "gaussians" in offered:
+            draw_splat_display(layout, settings)
         draw_region_edit(layout, context, settings, busy)
-        draw_texture_selected(layout, context, settings, busy)
+        if "texture" in offered:
+            draw_texture_selected(layout, context, settings, busy)
 
         if status.state in ("STARTING", "RUNNING", "CANCELLING"):
             draw_progress(layout.column(), status)

@@ -70,9 +70,13 @@ def backend_log_path():
 
 
 def _model_hint(prefs):
+    from .core.model_family import folder_family
+
     configured = configured_model(prefs)
     if configured:
-        return "Using: " + configured
+        family = {"trellis2": "TRELLIS.2, image to PBR mesh", "trellis-text": "TRELLIS, text",
+                  "trellis-image": "TRELLIS, image", "": "no readable pipeline.json"}[folder_family(configured)]
+        return "Using: %s (%s)" % (configured, family)
     text, image = paths.embedded_model_dir(), paths.embedded_model_dir(for_image=True)
     if not (text or image):
         return "Using: no embedded model in this build - choose a folder"

@@ -86,6 +86,14 @@ class TRELLIS_Settings(bpy.types.PropertyGroup):
                                       min=1, soft_max=1000000, update=_apply_splat_display,
                                       description="At most about this many splats per object in the viewport "
                                                   "(a random subset, for speed); renders always use all")
+    resolution_mode: EnumProperty(
+        name="Resolution", default="DEFAULT",
+        items=[("DEFAULT", "Folder default", "pipeline.json's default mode (TRELLIS.2-4B: 1024 cascade)"),
+               ("512", "512", "512^3 voxels: fastest"),
+               ("1024", "1024", "1024^3 voxels sampled directly"),
+               ("1024_cascade", "1024 cascade", "sampled at 512, refined at 1024 (the release's default)"),
+               ("1536_cascade", "1536 cascade", "sampled at 512, refined at up to 1536 (slowest, most detail)")],
+        description="TRELLIS.2 folders: the voxel resolution of the generated shape")
     texture_resolution: IntProperty(name="Voxel resolution", default=1024, min=32, max=2048, step=16,
                                     description="TRELLIS.2 texturing: the O-Voxel grid the mesh is encoded at "
                                                 "(512 or 1024 for the released model; a multiple of 16)")

@@ -69,7 +69,7 @@ def _check_pbr(material):
     return bsdf
 
 
-def _texture_and_check(obj):
+def _texture_and_check(obj, added_uv=False):
     bpy.ops.ed.undo_push(message="test: initial")
     marker = bpy.data.objects.new("UndoMarker", None)
     bpy.context.scene.collection.objects.link(marker)
@@ -89,10 +89,12 @@ def _texture_and_check(obj):
     obj.data.polygons.foreach_get("material_index", index)
     assert np.all(index == len(mats) - 1)
     _check_pbr(obj.data.materials[-1])
+    assert (obj.data.uv_layers.active.name == "TRELLIS UV") == added_uv
     assert bpy.ops.ed.undo() == {"FINISHED"}
     obj = bpy.data.objects[name]
     assert [m.name if m else None for m in obj.data.materials] == old_materials
     assert np.array_equal(_positions(obj), before) and "UndoMarker" in bpy.data.objects
+    assert bool(obj.data.uv_layers) != added_uv  # the added UV map is part of the same undo step
 
 
 @needs_backend
@@ -112,6 +114,15 @@ def test_texture_user_mesh_with_uvs(t2):
     obj.scale = (1.0, 2.0, 0.5)
     assert obj.data.uv_layers
     _texture_and_check(obj)
+
+
+@needs_backend
+def test_texture_mesh_without_uvs_gets_a_uv_map(t2):
+    bpy.ops.mesh.primitive_cube_add(size=1.5)
+    obj = bpy.context.active_object
+    while obj.data.uv_layers:
+        obj.data.uv_layers.remove(obj.data.uv_layers[0])
+    _texture_and_check(obj, added_uv=True)
 
 
 @needs_backend
@@ -140,8 +151,7 @@ def test_bad_inputs_leave_the_scene_unchanged(t2):
 
 @needs_backend
 def test_trellis2_generate_imports_a_finished_pbr_material(t2, tmp_path):
-    settings = bpy.context.scene.trellis
-    settings.outputs = "MESH"
+    """Default panel settings (Outputs 'Both', no custom sampling) work with a TRELLIS.2 folder."""
     assert bpy.ops.trellis.generate(run_mode="SYNC") == {"FINISHED"}, status().error_message
     obj = bpy.data.objects[status().last_objects.split(";")[0]]
     material = obj.active_material

@@ -52,7 +52,7 @@ def _uv_mesh():
 
 
 def _read_single(path):
-    loaded = trimesh.load(str(path), process=False, maintain_order=True)
+    loaded = trimesh.load(str(path), process=False)
     if isinstance(loaded, trimesh.Scene):
         (loaded,) = loaded.geometry.values()
     return loaded

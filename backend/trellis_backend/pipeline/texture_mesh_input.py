@@ -32,7 +32,7 @@ def read_input_mesh(mesh) -> Tuple["object", str]:
             raise BadInputError(f"unsupported mesh file type {path.suffix!r}: {path}",
                                 hint="Give a GLB, glTF, OBJ or PLY file.")
         try:
-            loaded = trimesh.load(str(path), process=False, maintain_order=True)
+            loaded = trimesh.load(str(path), process=False)  # OBJ: one vertex per (position, UV) pair
         except Exception as e:
             raise BadInputError(f"cannot read mesh {path}: {type(e).__name__}: {e}",
                                 hint="The file is damaged or not a mesh; re-export it from your DCC tool.") from e
