@@ -2,6 +2,10 @@
 
     blender -b -P blender_tests/batch_generate.py -- --prompt "a red chair" --out out/
     python blender_tests/batch_generate.py -- --prompt "a red chair" --out out/   (bpy wheel)
+    # TRELLIS.2 folder: generation in a resolution mode, or texturing an existing mesh after the image
+    blender -b -P blender_tests/batch_generate.py -- --model TRELLIS.2-4B --image ref.png --resolution-mode 512 --out out/
+    blender -b -P blender_tests/batch_generate.py -- --model TRELLIS.2-4B --image ref.png --texture-mesh knight.glb \
+        --texture-resolution 1024 --texture-size 2048 --out out/
 
 Uses the same operator an artist presses (``bpy.ops.trellis.generate``),
 which runs synchronously in background mode. Works from Blender 3.4 (Debian's
@@ -45,7 +49,38 @@ def parse_args():
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples")
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--timeout", type=float, default=0, help="cancel the job after this many seconds (0: never)")
+    t2 = ap.add_argument_group("TRELLIS.2 folders")
+    t2.add_argument("--resolution-mode", default="DEFAULT",
+                    choices=("DEFAULT", "512", "1024", "1024_cascade", "1536_cascade"),
+                    help="generation: the voxel resolution mode (default: the folder's)")
+    t2.add_argument("--texture-mesh", default="",
+                    help="texture this mesh (.glb/.gltf/.obj/.ply) after --image instead of generating; its geometry "
+                         "and UVs are kept, a material is added")
+    t2.add_argument("--texture-resolution", type=int, default=1024, help="texturing: O-Voxel grid (default 1024)")
+    t2.add_argument("--texture-size", type=int, default=2048, help="texturing: texels per side (default 2048)")
     return ap.parse_args(argv)
+
+
+def import_mesh_file(path):
+    """The first mesh object of a mesh file imported with Blender's own importers (made active)."""
+    ext = os.path.splitext(path)[1].lower()
+    before = set(bpy.data.objects)
+    if ext in (".glb", ".gltf"):
+        bpy.ops.import_scene.gltf(filepath=path)
+    elif ext == ".obj":
+        bpy.ops.wm.obj_import(filepath=path)
+    elif ext == ".ply":
+        (bpy.ops.wm.ply_import if hasattr(bpy.ops.wm, "ply_import") else bpy.ops.import_mesh.ply)(filepath=path)
+    else:
+        raise SystemExit("--texture-mesh: unsupported file type %s (use .glb, .gltf, .obj or .ply)" % ext)
+    meshes = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
+    if not meshes:
+        raise SystemExit("--texture-mesh: %s holds no mesh" % path)
+    for o in bpy.context.scene.objects:
+        o.select_set(False)
+    meshes[0].select_set(True)
+    bpy.context.view_layer.objects.active = meshes[0]
+    return meshes[0]
 
 
 def load_addon():
@@ -130,6 +165,8 @@ def main():
     args = parse_args()
     if not args.prompt and not args.image:
         raise SystemExit("give --prompt and/or --image")
+    if args.texture_mesh and not args.image:
+        raise SystemExit("--texture-mesh needs --image (the look to paint)")
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
@@ -149,8 +186,14 @@ def main():
         s.image_source, s.image_path = "FILE", os.path.abspath(args.image)
     if args.steps:
         s.custom_sampling, s.ss_steps, s.slat_steps = True, args.steps, args.steps
+    s.resolution_mode = args.resolution_mode
+    s.texture_resolution, s.texture_size = args.texture_resolution, args.texture_size
+    target = import_mesh_file(os.path.abspath(args.texture_mesh)) if args.texture_mesh else None
     try:
-        bpy.ops.trellis.generate(run_mode="SYNC", timeout=args.timeout)
+        if target is not None:
+            bpy.ops.trellis.texture_selected(run_mode="SYNC", timeout=args.timeout)
+        else:
+            bpy.ops.trellis.generate(run_mode="SYNC", timeout=args.timeout)
     except RuntimeError:
         pass  # the status below says what went wrong
     st = bpy.context.window_manager.trellis_status
@@ -160,13 +203,18 @@ def main():
         return 1
     t_gen = time.time() - t0
     objects = [bpy.data.objects[n] for n in st.last_objects.split(";") if n]
+    if target is not None:  # the textured object carries its files as a ';'-list
+        target["trellis_files"] = json.dumps({os.path.splitext(f)[1].lstrip(".") or f: f for f in
+                                              target["trellis_texture_files"].split(";") if f.endswith(".glb")})
     meshes = [o for o in objects if o.get("trellis_kind") == "mesh"]
     splats = [o for o in objects if o.get("trellis_kind") == "gaussians"]
     if meshes and splats:  # side by side in the render
         for o in splats:
             o.location.x += 1.1
 
-    name = args.name or "".join(c if c.isalnum() else "_" for c in (args.prompt or os.path.basename(args.image)))[:40]
+    label = (os.path.splitext(os.path.basename(args.texture_mesh))[0] + "_textured") if target is not None else \
+        (args.prompt or os.path.basename(args.image))
+    name = args.name or "".join(c if c.isalnum() else "_" for c in label)[:40]
     name = name.strip("_") or "asset"
     result = {"ok": True, "objects": [o.name for o in objects], "generate_s": round(t_gen, 2)}
     files = json.loads(objects[0]["trellis_files"])

@@ -156,6 +156,26 @@ def real_models(tmp_path_factory):
     return {kind: build_tiny_model(root / kind, kind) for kind in ("text", "image")}
 
 
+BUILD_TRELLIS2 = r"""
+import sys
+from trellis_lab.random_model_trellis2 import make_random_trellis2
+from inputs import write_rgba_png
+make_random_trellis2(sys.argv[1])
+write_rgba_png(sys.argv[2], (96, 128), (20, 80, 40, 90), (200, 60, 30))
+"""
+
+
+@pytest.fixture(scope="session")
+def trellis2_folder(tmp_path_factory):
+    """(folder, reference png): a tiny random TRELLIS.2 folder in the released layout and an RGBA image."""
+    if not backend_python_available():
+        pytest.skip("no backend interpreter")
+    root = tmp_path_factory.mktemp("t2")
+    folder, png = root / "org" / "trellis2-tiny", root / "ref.png"
+    run_backend(BUILD_TRELLIS2, str(folder), str(png))
+    return str(folder), str(png)
+
+
 def pump_until(predicate, timeout=60.0):
     """Drive the controller like Blender's timer would (the bpy module has no event loop)."""
     from trellis_blender import jobs

@@ -10,7 +10,7 @@ import bpy
 import numpy as np
 import pytest
 
-from conftest import BACKEND_PYTHON, HERE, needs_backend
+from conftest import BACKEND_PYTHON, HERE, needs_backend, run_backend, trellis2_folder  # noqa: F401
 
 SCRIPT = os.path.join(HERE, "batch_generate.py")
 pytestmark = needs_backend
@@ -56,3 +56,27 @@ def test_batch_with_blender_binary(real_models, tmp_path):
 def test_batch_failure_exits_nonzero_with_reason(tmp_path):
     code, result = _run([sys.executable, SCRIPT, *_args(str(tmp_path / "no-model"), tmp_path / "out")])
     assert code == 1 and not result["ok"] and "no-model" in result["message"]
+
+
+WRITE_UV_SPHERE = r"""
+import sys, numpy as np, trimesh
+m = trimesh.creation.uv_sphere(radius=0.6, count=[12, 12])
+uv = np.stack([np.arctan2(m.vertices[:, 1], m.vertices[:, 0]) / (2 * np.pi) + 0.5, m.vertices[:, 2] / 1.2 + 0.5], 1)
+trimesh.Trimesh(m.vertices, m.faces, process=False, visual=trimesh.visual.TextureVisuals(uv=uv)).export(sys.argv[1])
+"""
+
+
+def test_batch_texture_mesh_and_trellis2_generation(trellis2_folder, tmp_path):
+    folder, png = trellis2_folder
+    mesh = tmp_path / "sphere.glb"
+    run_backend(WRITE_UV_SPHERE, str(mesh))
+    base = ["--", "--image", png, "--model", folder, "--python", BACKEND_PYTHON, "--device", "cpu",
+            "--resolution", "64", "--samples", "2"]
+    code, result = _run([sys.executable, SCRIPT, *base, "--out", str(tmp_path / "tex"), "--texture-mesh", str(mesh),
+                         "--texture-resolution", "64", "--texture-size", "32"])
+    assert code == 0 and result["ok"], result
+    assert len(result["objects"]) == 1
+    assert os.path.basename(result["glb"]) == "sphere_textured.glb" and os.path.getsize(result["png"]) > 0
+    code, result = _run([sys.executable, SCRIPT, *base, "--out", str(tmp_path / "gen"), "--resolution-mode", "512"])
+    assert code == 0 and result["ok"], result
+    assert os.path.getsize(result["glb"]) > 0

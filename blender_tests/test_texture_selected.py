@@ -9,24 +9,7 @@ import bpy
 import numpy as np
 import pytest
 
-from conftest import ADDON_NAME, needs_backend, run_backend, scene_fingerprint, status
-
-BUILD_T2 = r"""
-import sys
-from trellis_lab.random_model_trellis2 import make_random_trellis2
-from inputs import write_rgba_png
-make_random_trellis2(sys.argv[1])
-write_rgba_png(sys.argv[2], (96, 128), (20, 80, 40, 90), (200, 60, 30))
-"""
-
-
-@pytest.fixture(scope="session")
-def trellis2_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("t2")
-    folder, png = root / "org" / "trellis2-tiny", root / "ref.png"
-    run_backend(BUILD_T2, str(folder), str(png))
-    return str(folder), str(png)
-
+from conftest import ADDON_NAME, needs_backend, scene_fingerprint, status, trellis2_folder  # noqa: F401
 
 @pytest.fixture
 def t2(addon, trellis2_folder):
