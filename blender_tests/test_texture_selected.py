@@ -143,3 +143,46 @@ def test_trellis2_generate_imports_a_finished_pbr_material(t2, tmp_path):
     translucent = bool(bsdf.inputs["Alpha"].links)
     if hasattr(material, "surface_render_method"):
         assert material.surface_render_method == ("BLENDED" if translucent else "DITHERED")
+
+
+WRITE_PBR_GLB = r"""
+import sys
+import numpy as np, trimesh
+from trellis_backend.representations.ovoxel import flexible_dual_grid_to_mesh, mesh_to_flexible_dual_grid
+from trellis_backend.representations.ovoxel.pbr_voxels import PbrVoxels
+from trellis_backend.pipeline.export_pbr import write_pbr_glb
+path, alpha = sys.argv[1], float(sys.argv[2])
+G = 32
+sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+c, d, i = mesh_to_flexible_dual_grid(sphere.vertices, sphere.faces, G)
+attrs = np.zeros((len(c), 6), np.float32)
+attrs[:, 0], attrs[:, 3], attrs[:, 4], attrs[:, 5] = 1.0, 0.25, 0.75, alpha
+v, f = flexible_dual_grid_to_mesh(c, d * G - c.float(), i, None, grid_size=G)
+write_pbr_glb(path, v, f, PbrVoxels(c.numpy(), attrs, G), face_budget=1000, texture_size=64)
+"""
+
+
+@needs_backend
+@pytest.mark.parametrize("alpha, storage", [(1.0, "PACK"), (0.5, "BESIDE_BLEND")])
+def test_import_finishes_the_pbr_material(addon, tmp_path, alpha, storage):
+    from conftest import run_backend
+    from trellis_blender import importers
+
+    path = str(tmp_path / "pbr.glb")
+    run_backend(WRITE_PBR_GLB, path, str(alpha))
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
+    bpy.context.preferences.addons[ADDON_NAME].preferences.texture_storage = storage
+    (obj,) = importers.import_result(bpy.context, {"glb": path}, {"outputs": "MESH", "image": "x.png"})
+    material = obj.active_material
+    bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    base, data = _image_of(bsdf.inputs["Base Color"]), _image_of(bsdf.inputs["Metallic"])
+    assert base.colorspace_settings.name == "sRGB" and data.colorspace_settings.name == "Non-Color"
+    assert bool(bsdf.inputs["Alpha"].links) == (alpha < 1)
+    if hasattr(material, "surface_render_method"):
+        assert material.surface_render_method == ("BLENDED" if alpha < 1 else "DITHERED")
+    for image in (base, data):
+        if storage == "PACK":
+            assert image.packed_file is not None
+        else:
+            assert image.packed_file is None and image.filepath.startswith("//trellis_textures")
+            assert os.path.isfile(bpy.path.abspath(image.filepath)) and tuple(image.size) == (64, 64)  # loads

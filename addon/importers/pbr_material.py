@@ -51,24 +51,31 @@ def set_alpha_blend(material, blend):
             pass
 
 
-def _store_images(images, storage):
-    """Pack `images`, or write them beside the saved .blend; returns the mode actually used."""
+def _store_images(material, images, storage):
+    """Pack `images`, or write them beside the saved .blend and point the material's nodes at those files;
+    returns the mode actually used."""
     if storage == "BESIDE_BLEND" and bpy.data.filepath:
         folder = os.path.join(os.path.dirname(bpy.data.filepath), TEXTURE_FOLDER)
         os.makedirs(folder, exist_ok=True)
         for image in images:
             if image.packed_file is None:
                 image.pack()
-            name = bpy.path.clean_name(image.name) + ".png"
-            path = os.path.join(folder, name)
-            k = 1
+            stem = bpy.path.clean_name(os.path.splitext(image.name)[0])
+            path, k = os.path.join(folder, stem + ".png"), 1
             while os.path.exists(path):
                 k += 1
-                path = os.path.join(folder, "%s_%d.png" % (bpy.path.clean_name(image.name), k))
+                path = os.path.join(folder, "%s_%d.png" % (stem, k))
             with open(path, "wb") as f:
                 f.write(image.packed_file.data)
-            image.filepath = bpy.path.relpath(path)
-            image.unpack(method="REMOVE")  # the image now reads the file beside the .blend
+            on_disk = bpy.data.images.load(path, check_existing=False)
+            on_disk.colorspace_settings.name = image.colorspace_settings.name
+            on_disk.alpha_mode = image.alpha_mode
+            on_disk.filepath = bpy.path.relpath(path)
+            for node in material.node_tree.nodes:
+                if node.type == "TEX_IMAGE" and node.image == image:
+                    node.image = on_disk
+            if image.users == 0:
+                bpy.data.images.remove(image)
         return "BESIDE_BLEND"
     for image in images:
         if image.packed_file is None:
@@ -91,7 +98,8 @@ def finish_pbr_material(material, storage="PACK"):
     alpha_linked = bool(bsdf.inputs["Alpha"].links)
     set_alpha_blend(material, alpha_linked)
     images = [i for i in [base, *sorted(data_images, key=lambda i: i.name)] if i is not None]
-    used = _store_images(images, storage)
+    summary = {"base_color": base.name if base else "", "data": sorted(i.name for i in data_images),
+               "alpha_blend": alpha_linked}
+    summary["storage"] = _store_images(material, images, storage)  # may replace the images by files on disk
     material["trellis_pbr"] = True
-    return {"base_color": base, "data": sorted(i.name for i in data_images), "alpha_blend": alpha_linked,
-            "storage": used}
+    return summary
