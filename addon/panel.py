@@ -55,7 +55,7 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         status = context.window_manager.trellis_status
         busy = jobs.controller().busy
 
-        family = model_family.folder_family(preferences.configured_model(preferences.get_prefs(context)))
+        family = model_family.folder_family(preferences.configured_model(preferences.get_prefs()))
         offered = model_family.offers(family)
         col = layout.column()
         col.enabled = not busy

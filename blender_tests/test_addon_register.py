@@ -76,6 +76,20 @@ def test_panel_draws_in_every_state(addon):
         finally:
             backend_setup.snapshot = saved
     st.state = "IDLE"
+    # the panel follows the model family of the chosen folder (TRELLIS.2, text, unreadable)
+    import json
+    import tempfile
+
+    prefs = bpy.context.preferences.addons["trellis_blender"].preferences
+    for config in ({"name": "Trellis2ImageTo3DPipeline", "args": {}}, {"name": "x", "args": {"text_cond_model": {}}},
+                   None):
+        folder = tempfile.mkdtemp()
+        if config is not None:
+            with open(folder + "/pipeline.json", "w") as f:
+                json.dump(config, f)
+        prefs.model_dir = folder
+        panel.VIEW3D_PT_trellis.draw(type("P", (), {"layout": Layout()})(), Ctx())
+    prefs.model_dir = ""
 
 
 def test_bl_info_and_manifest_agree():
