@@ -70,8 +70,9 @@ def check_outputs(result):
     assert len(mesh.faces) == meta["glb"]["faces"] > 0 and len(mesh.vertices) == meta["glb"]["vertices"] > 0
     assert np.all(np.isfinite(mesh.vertices)) and np.abs(mesh.vertices).max() <= 0.5 + 1 / 256
     assert mesh.faces.max() < len(mesh.vertices)
-    colors = np.asarray(mesh.visual.vertex_attributes["color"])
-    assert colors.shape == (len(mesh.vertices), 4) and colors.dtype == np.uint8
+    colors = np.asarray(mesh.visual.vertex_attributes["color"])  # COLOR_0: linear float RGBA (glTF)
+    assert colors.shape == (len(mesh.vertices), 4) and colors.dtype == np.float32
+    assert np.isfinite(colors).all() and colors.min() >= 0 and colors.max() <= 1
     assert colors[:, :3].std() > 0  # real per-vertex colours, not one flat value
 
     # PLY: plyfile, INRIA 3DGS property names
