@@ -24,7 +24,7 @@ write_pbr_glb(path, v, f, PbrVoxels(c.numpy(), attrs, G), face_budget=1000, text
 
 
 def _import(path):
-    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.wm.read_homefile(use_empty=True)  # keeps the preferences (factory settings would disable the add-on for later tests)
     bpy.ops.import_scene.gltf(filepath=path)
     obj = [o for o in bpy.context.scene.objects if o.type == "MESH"][0]
     mat = obj.active_material
