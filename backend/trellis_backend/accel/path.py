@@ -19,9 +19,9 @@ from .sparse_cache import cached_downsample
 class AcceleratedPath(FastPath):
     """Kernels, caches and the runner of one model; elementwise maths stay plain."""
 
-    def __init__(self, accelerator: Any,  # the owning `accel.Accelerator` (not imported: no circle) sparse_conv: Optional[Callable] = None,
+    def __init__(self, accelerator: Any, sparse_conv: Optional[Callable] = None,
                  varlen_attention: Optional[Callable] = None, cache_downsample: bool = False):
-        self.accelerator = accelerator
+        self.accelerator = accelerator  # the owning `accel.Accelerator` (not imported here: no import cycle)
         self.sparse_conv = sparse_conv
         self.varlen_attention = varlen_attention
         self.cache_downsample = cache_downsample
