@@ -59,6 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--small", action="store_true", help="CPU smoke mode: tiny models, the pipeline groups only")
     args = ap.parse_args(argv)
     load_cases(args.small)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     cases = list(REGISTRY.values())
     wanted = set(args.groups.split(",")) if args.groups else set()
     if args.small:

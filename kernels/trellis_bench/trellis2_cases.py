@@ -175,7 +175,7 @@ def _rate_note(flops: float, ms: float, peak: Optional[float]) -> str:
     tflop = flops / 1e12
     text = f"{tflop:.2f} TFLOP" if tflop >= 0.01 else f"{flops / 1e9:.2f} GFLOP"
     if peak and ms == ms and ms > 0:
-        text += f", {100 * flops / (ms * 1e9) / peak:.0f} % of the measured bf16 peak ({peak:.0f} TFLOP/s)"
+        text += f", {100 * flops / (ms * 1e9) / peak:.0f} % of the measured GEMM peak ({peak:.1f} TFLOP/s)"
         text += f"; floor at peak {flops / (peak * 1e9):.1f} ms"
     return text
 
