@@ -36,8 +36,8 @@ nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
 # the same for TRELLIS.2: `cp -r ../shared/golden2 .golden2` (git-ignored, 10 MB), else tests/test_trellis2_gpu.py
 # has no cases
 [ -d .golden2 ] && export TRELLIS2_GOLDEN_DIR=$PWD/.golden2
-if [ "$PHASE" = t2 ]; then
-  DEFAULT_TESTS="tests/test_trellis2_gpu.py tests/test_accel.py"
+if [ "$PHASE" = t2 ]; then  # the whole phase fits the device's 10-minute command limit: 170 + 360 s at most
+  DEFAULT_TESTS="tests/test_trellis2_gpu.py tests/test_accel.py"; TEST_TIMEOUT=${TEST_TIMEOUT:-170}
 else
   DEFAULT_TESTS="tests/test_accel.py tests/test_pipeline_gpu.py tests/test_kernels.py"
 fi
@@ -53,8 +53,8 @@ if [ "$PHASE" = t2 ]; then
   echo "== bench: stages (TRELLIS) + trellis2 (TRELLIS.2-4B), one run"
   env TRELLIS_STAGE_PLAIN_REPEATS=0 TRELLIS_STAGE_REPEATS=${REPEATS:-3} TRELLIS_STAGE_WARMUP=1 \
     TRELLIS_STAGE_EAGER2=0 TRELLIS_STAGE_PROFILE=0 TRELLIS2_BENCH_MODES=${T2_MODES:-512,1024,1536} \
-    timeout ${BENCH_TIMEOUT:-400} python3 -m trellis_bench.bench --groups stages,trellis2 \
-    --time-budget ${BUDGET:-330} --out "$OUT/trellis2.md" > "$OUT/bench.log" 2>&1
+    timeout ${BENCH_TIMEOUT:-360} python3 -m trellis_bench.bench --groups ${T2_GROUPS:-stages,trellis2} \
+    --time-budget ${BUDGET:-290} --out "$OUT/trellis2.md" > "$OUT/bench.log" 2>&1
   echo "bench rc=$?"
   grep -E "^\[|^  |Error|error" "$OUT/bench.log" | grep -v "^    " | cut -c1-230 | tail -80
   tar czf "$OUT/triton_cache.tgz" -C $TRITON_CACHE_DIR . 2>/dev/null
