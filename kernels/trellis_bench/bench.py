@@ -46,7 +46,7 @@ def load_cases(small: bool = False) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--groups", default="", help="comma-separated groups to run (default: all)")
+    ap.add_argument("--groups", default="", help="comma-separated groups to run, in this order (default: all)")
     ap.add_argument("--cases", default="", help="comma-separated substrings of case names to run")
     ap.add_argument("--list", action="store_true", help="list the registered cases and exit")
     ap.add_argument("--repeats", type=int, default=25)
@@ -66,7 +66,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.small:
         wanted = (wanted or set(SMOKE_GROUPS)) & set(SMOKE_GROUPS)
     if wanted:
-        cases = [c for c in cases if c.group in wanted]
+        order = [g for g in (args.groups.split(",") if args.groups else SMOKE_GROUPS) if g in wanted]
+        cases = [c for g in order for c in cases if c.group == g]  # groups in the order given
     if args.cases:
         subs = args.cases.split(",")
         cases = [c for c in cases if any(s in c.name for s in subs)]

@@ -3,8 +3,9 @@
 #   phase 1: deps check, GPU tests of the fast path (tests/test_accel.py -m gpu), stage bench with tuning
 #   phase 2: stage bench with the tuned conv table and Triton cache of phase 1 (.whl/triton_cache.tgz)
 #   phase t2: TRELLIS.2 (issue 21): GPU tests of both families' fast paths (tests/test_trellis2_gpu.py on the
-#     golden2 cases, tests/test_accel.py), then ONE bench run of the groups "stages" (TRELLIS re-measured,
-#     accel rows) and "trellis2" (4B sizes, modes $T2_MODES, default 512,1024,1536 within the time budget)
+#     golden2 cases, tests/test_accel.py), then ONE bench run of the groups "trellis2" (4B sizes, modes
+#     $T2_MODES, default 512,1024) and "stages" (TRELLIS re-measured, accel rows), within the time budget;
+#     T2_MODES=1536 T2_GROUPS=trellis2 GPU_TESTS=none: the 1536 mode alone (a second call)
 #   phases 1 and 2 then time image -> GLB through TrellisPipeline.generate (trellis_bench.product_timing)
 # Wheels of missing runtime deps (trimesh, plyfile, xatlas, fast-simplification) travel in .whl/ (see
 # /work/.library/device/README.md).
@@ -48,12 +49,12 @@ TESTS_RC=$?
 echo "tests rc=$TESTS_RC"
 grep -E "rel err|GELU epilogue|passed|failed|Error|assert" "$OUT/tests.log" | tail -30
 if [ "$PHASE" = t2 ]; then
-  # TRELLIS re-measured (accel rows; TRELLIS_STAGE_PLAIN_FROM=<an earlier stages.json> adds the plain baseline),
-  # then TRELLIS.2 at the 4B sizes; cases that would start past the budget are listed as not run
-  echo "== bench: stages (TRELLIS) + trellis2 (TRELLIS.2-4B), one run"
+  # TRELLIS.2 at the 4B sizes, then TRELLIS re-measured (accel rows; TRELLIS_STAGE_PLAIN_FROM=<an earlier
+  # stages.json> adds the plain baseline); cases that would start past the budget are listed as not run
+  echo "== bench: trellis2 (TRELLIS.2-4B) + stages (TRELLIS), one run"
   env TRELLIS_STAGE_PLAIN_REPEATS=0 TRELLIS_STAGE_REPEATS=${REPEATS:-3} TRELLIS_STAGE_WARMUP=1 \
-    TRELLIS_STAGE_EAGER2=0 TRELLIS_STAGE_PROFILE=0 TRELLIS2_BENCH_MODES=${T2_MODES:-512,1024,1536} \
-    timeout ${BENCH_TIMEOUT:-360} python3 -m trellis_bench.bench --groups ${T2_GROUPS:-stages,trellis2} \
+    TRELLIS_STAGE_EAGER2=0 TRELLIS_STAGE_PROFILE=0 TRELLIS2_BENCH_MODES=${T2_MODES:-512,1024} \
+    timeout ${BENCH_TIMEOUT:-360} python3 -m trellis_bench.bench --groups ${T2_GROUPS:-trellis2,stages} \
     --time-budget ${BUDGET:-290} --out "$OUT/trellis2.md" > "$OUT/bench.log" 2>&1
   echo "bench rc=$?"
   grep -E "^\[|^  |Error|error" "$OUT/bench.log" | grep -v "^    " | cut -c1-230 | tail -80
