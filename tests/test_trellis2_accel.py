@@ -5,7 +5,9 @@ fast-path call the CUDA path makes - the conv entry on the SC-VAEs' flex_gemm-na
 space-to-channel and predicted children included), the varlen attention entry, the fused adaLN / residual /
 QK RMS norm / MLP maths, the cross-attention K/V cache and the graph runner's static buffers - with
 trellis_kernels' float32 PyTorch references in place of the Triton kernels and a stand-in for CUDA graphs.
-Only the kernels' bodies and bf16 are left to the GPU tests (`test_trellis2_gpu.py`).
+With ``_cpu_convert=True`` as well, the torso runs in bf16 as on CUDA, and the GPU test's tolerances and
+decision band are checked here on every golden2 model case. Only the Triton kernels' bodies and CUDA graphs
+proper are left to the GPU tests (`test_trellis2_gpu.py`).
 
 The references sum in another order than the plain ops (one GEMM per kernel offset instead of one im2col
 GEMM; a float32 norm kernel), so agreement is to float32 round-off: 1e-5 relative (norm-wise) here, where a
@@ -66,6 +68,28 @@ def test_golden2_model_on_cpu_fast_path_matches_plain(name):
     if n_convs:
         assert conv.calls >= n_convs, f"{conv.calls} conv-entry calls for {n_convs} 3x3x3 convs"
     assert [n for n, m in model.named_modules() if fastpath.lookup(m) is not fastpath.PLAIN] == []
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden2_bf16_fast_path_on_cpu_within_the_gpu_tolerances(name):
+    """The GPU test's check (`test_trellis2_gpu.py`: bf16 torso vs float32, its tolerances and decision band) on
+    the CPU: the same fast path with the torso converted to bf16, the kernels' references in place of Triton.
+    Shows the tolerances hold for the bf16 maths of the path itself, so a GPU failure points at a kernel."""
+    from test_trellis2_gpu import DECISION_BAND, _tolerance
+
+    case = Case.load(name)
+    model = load_model(case)
+    want = golden_call(case, model, "cpu")()
+    with accel.enable(model, dtype=torch.bfloat16, _cpu_kernels=True, _cpu_fused=True, _fake_graphs=True,
+                      _cpu_convert=True, graphs="all"):
+        if hasattr(model, "convert_to_fp16"):
+            assert any(p.dtype == torch.bfloat16 for p in model.parameters())
+        call = golden_call(case, model, "cpu")
+        outs = [call() for _ in range(2)]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    for got in outs:
+        errors = compare_outputs(got, want, _tolerance(name), DECISION_BAND)
+        assert max(errors.values()) > 0, "bf16 maths gave float32's exact result: the torso was not converted"
 
 
 def _tex_flow(dtype=None):

@@ -7,15 +7,18 @@ copy `.golden2` (`cp -r ../shared/golden2 .golden2`) as ``TRELLIS2_GOLDEN_DIR``.
 Tolerances (‖gpu − cpu‖ / ‖cpu‖ over each output). bf16 keeps 8 significant bits: every weight and
 every activation stored in bf16 carries a relative rounding error up to 2⁻⁹ ≈ 2e-3, and the errors of
 successive layers add up roughly like a random walk. Running the same cases on the CPU with only the
-torso cast to bf16 (as `accel` casts it; plain ops) measured, per case: flows 3.5e-3 - 6.1e-3, the
-samplers 2.1e-3 (texture, no guidance) to 9.4e-3 (shape, CFG 7.5 with rescale: guidance multiplies the
-difference of two predictions by 7.5), SS-VAE 9.8e-3 / 9.9e-3, SC-VAE encoders and decoders 1.8e-2 -
-2.3e-2 (up to 20 ConvNeXt blocks per level, every conv output rounded). The CUDA path rounds no more
-often (norm statistics and modulation in float32 inside the fused kernels, float32 accumulation in the
-Triton conv and attention), so the bounds are about twice those measurements:
+torso cast to bf16 (as `accel` casts it; plain ops, and the same through the fast path with the kernels'
+references: `test_trellis2_accel.py::test_golden2_bf16_fast_path_on_cpu_within_the_gpu_tolerances`)
+measured, per case: flows 3.5e-3 - 6.1e-3, the samplers 2.1e-3 (texture, no guidance) to 9.4e-3 (shape,
+CFG 7.5 with rescale: guidance multiplies the difference of two predictions by 7.5), SS-VAE 9.8e-3 /
+9.9e-3, SC-VAE decoders 2.1e-2, SC-VAE encoders 1.8e-2 (shape) and 6.0e-2 (texture: its latent mean is
+that sensitive to the weights' last bit - with the bf16 weights rounded through fp16 first it is 2.3e-2).
+The CUDA path rounds no more often (norm statistics and modulation in float32 inside the fused kernels,
+float32 accumulation in the Triton conv and attention), so the bounds are 1.7× - 3× those measurements;
+a wrong wiring (a modulation offset or rope left out, a wrong neighbour map) is off by O(1):
 
 - ``FLOW_TOL = 2e-2`` for flow forwards, samplers and the SS-VAE;
-- ``VAE_TOL = 5e-2`` for the SC-VAE encoders and decoders.
+- ``VAE_TOL = 1e-1`` for the SC-VAE encoders and decoders.
 
 A decoder that predicts its subdivisions keeps child k iff its logit > 0; a logit whose float32 value
 lies within bf16 rounding of 0 may land on the other side. ``DECISION_BAND = 1e-2`` (of the level's
@@ -35,7 +38,7 @@ from trellis2_golden import Case, load_model
 from trellis_backend import accel, fastpath
 
 FLOW_TOL = 2e-2
-VAE_TOL = 5e-2
+VAE_TOL = 1e-1
 DECISION_BAND = 1e-2
 SC_VAE_CASES = ("shape_vae_encoder", "tex_vae_encoder", "shape_vae_decoder", "tex_vae_decoder")
 

@@ -130,7 +130,7 @@ class Accelerator:
 
     def __init__(self, dtype: Optional[torch.dtype], conv: bool, attention: bool, kv_cache: bool, fused: bool,
                  graphs: str, keep_originals: bool, fake_graphs: bool = False, cpu_fused: bool = False,
-                 deterministic: bool = False, cpu_kernels: bool = False):
+                 deterministic: bool = False, cpu_kernels: bool = False, cpu_convert: bool = False):
         if graphs not in settings.GRAPH_MODES:
             raise ValueError("graphs must be 'none', 'dense' or 'all'")
         self.dtype = dtype
@@ -140,6 +140,7 @@ class Accelerator:
         self.fake_graphs = fake_graphs
         self.cpu_fused = cpu_fused  # tests: fused maths on CPU too (trellis_kernels' float32 references)
         self.cpu_kernels = cpu_kernels  # tests: conv / varlen entries on CPU too (the kernels' float32 references)
+        self.cpu_convert = cpu_convert  # tests: the torso of CPU models in `dtype` too (bf16 maths on the CPU)
         self.deterministic = deterministic
         self.models: List[torch.nn.Module] = []
         self.paths: Dict[torch.nn.Module, AcceleratedPath] = {}  # model -> the path assigned to its modules
@@ -215,7 +216,7 @@ class Accelerator:
         self.models.append(model)
         device = _device_of(model)
         cuda = device.type == "cuda"
-        converted = self._convert(model) if cuda else False
+        converted = self._convert(model) if (cuda or self.cpu_convert) else False
         caches = []
         if self.kv_cache:
             for attn in cross_attention_modules(model):
@@ -288,20 +289,21 @@ class Accelerator:
 def enable(target, *, dtype: Union[torch.dtype, str, None] = "auto", conv: bool = True, attention: bool = True,
            kv_cache: bool = True, fused: bool = True, graphs: str = "dense", keep_originals: bool = False,
            deterministic: bool = False, _fake_graphs: bool = False, _cpu_fused: bool = False,
-           _cpu_kernels: bool = False) -> Accelerator:
+           _cpu_kernels: bool = False, _cpu_convert: bool = False) -> Accelerator:
     """Turn the fast path on for a model, models (list or dict), or the models a pipeline holds now.
 
     dtype: "auto" = the target's dtype when it is bf16/fp16, else bf16; None keeps the weights' dtype.
     deterministic: bitwise-reproducible results for a seed: the sparse conv skips split-K (float32 atomics);
     costs ~2 % of stage 2 (the shapes that split are the 2048/256->128 and 128/1024->1024 convs).
     Test switches (CPU models): _fake_graphs (graph runner with stand-in graphs), _cpu_fused (fused maths),
-    _cpu_kernels (conv / varlen entries), each on trellis_kernels' float32 references.
+    _cpu_kernels (conv / varlen entries), each on trellis_kernels' float32 references; _cpu_convert (the torso
+    in `dtype`, as on CUDA).
     """
     if dtype == "auto":
         pdt = getattr(target, "dtype", None)
         dtype = pdt if pdt in (torch.bfloat16, torch.float16) else torch.bfloat16
     acc = Accelerator(dtype, conv, attention, kv_cache, fused, graphs, keep_originals, _fake_graphs, _cpu_fused,
-                      deterministic, _cpu_kernels)
+                      deterministic, _cpu_kernels, _cpu_convert)
     for m in _collect(target):
         acc.add(m)
     return acc
