@@ -6,9 +6,15 @@ extension (blender_manifest.toml) and the legacy add-on installer (bl_info),
 because both accept a single top-level package folder:
 
     trellis_blender/                 the add-on (addon/)
-    trellis_blender/backend/         trellis_backend + trellis_kernels sources and
+    trellis_blender/backend/         the runtime of trellis_backend + trellis_kernels and
                                      requirements.txt (for 'Set up backend')
-    trellis_blender/models/trellis-embedded/   the embedded default model, if built
+    trellis_blender/models/trellis-embedded/        the embedded text model
+    trellis_blender/models/trellis-embedded-image/  the embedded image model
+
+The zip holds the runtime only: the lab (procedural data, training, evaluation,
+the random-model maker, kernel benchmarks) stays in the checkout. LAB_PATHS names
+it both by its packages (trellis_lab, trellis_bench) and by the places it had
+inside the runtime packages, and ``build`` refuses a zip that still has any.
 
 Usage: python build_addon.py [--out DIR] [--no-model]
 Only the standard library is needed, so it runs from any Python 3.8+.
@@ -25,6 +31,13 @@ PACKAGE = "trellis_blender"
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".git"}
 SKIP_SUFFIXES = (".pyc", ".pyo", ".orig", ".rej")
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip
+EMBEDDED_MODELS = ("trellis-embedded", "trellis-embedded-image")
+# Lab code never shipped, as paths relative to backend/ and kernels/ (folders end with "/").
+LAB_PACKAGES = ("trellis_lab/", "trellis_bench/")
+LAB_PATHS = LAB_PACKAGES + (
+    "trellis_backend/training/", "trellis_backend/data/", "trellis_backend/pipeline/random_model.py",
+    "trellis_kernels/bench", "trellis_kernels/product_timing.py",  # bench.py, bench_stages.py, bench/
+)
 
 
 def read_version():
@@ -39,10 +52,10 @@ def read_version():
 
 
 def check_protocol_copies():
-    a = os.path.join(ROOT, "addon", "protocol.py")
+    a = os.path.join(ROOT, "addon", "core", "protocol.py")
     b = os.path.join(ROOT, "backend", "trellis_backend", "server", "protocol.py")
     if open(a, "rb").read() != open(b, "rb").read():
-        sys.exit("error: addon/protocol.py and backend/trellis_backend/server/protocol.py differ; "
+        sys.exit("error: addon/core/protocol.py and backend/trellis_backend/server/protocol.py differ; "
                  "the add-on's copy is canonical: cp %s %s" % (os.path.relpath(a, ROOT), os.path.relpath(b, ROOT)))
 
 
@@ -58,12 +71,21 @@ def requirements():
         return re.findall(r'"([^"]+)"', block)
 
 
-def iter_files(src):
+def is_lab(relpath):
+    """True for a path (relative to backend/ or kernels/) that belongs to the lab, not the runtime."""
+    relpath = relpath.replace(os.sep, "/")
+    return any(relpath.startswith(p) or ("/" + p) in "/" + relpath for p in LAB_PATHS)
+
+
+def iter_files(src, exclude=lambda rel: False):
+    base = os.path.dirname(src)
     for dirpath, dirnames, filenames in os.walk(src):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info")
+                             and not exclude(os.path.relpath(os.path.join(dirpath, d), base) + "/"))
         for name in sorted(filenames):
-            if not name.endswith(SKIP_SUFFIXES):
-                yield os.path.join(dirpath, name)
+            path = os.path.join(dirpath, name)
+            if not name.endswith(SKIP_SUFFIXES) and not exclude(os.path.relpath(path, base)):
+                yield path
 
 
 def _info(arc, mode=0o644):
@@ -73,9 +95,9 @@ def _info(arc, mode=0o644):
     return info
 
 
-def add_tree(zf, src, dest):
+def add_tree(zf, src, dest, exclude=lambda rel: False):
     count = 0
-    for path in iter_files(src):
+    for path in iter_files(src, exclude):
         arc = "/".join([dest, os.path.relpath(path, src).replace(os.sep, "/")])
         with open(path, "rb") as fh:
             zf.writestr(_info(arc, os.stat(path).st_mode & 0o777), fh.read())
@@ -93,21 +115,28 @@ def build(out_dir, include_model=True):
     with zipfile.ZipFile(tmp, "w") as zf:
         counts["add-on"] = add_tree(zf, os.path.join(ROOT, "addon"), PACKAGE)
         counts["trellis_backend"] = add_tree(zf, os.path.join(ROOT, "backend", "trellis_backend"),
-                                             PACKAGE + "/backend/trellis_backend")
+                                             PACKAGE + "/backend/trellis_backend", is_lab)
         counts["trellis_kernels"] = add_tree(zf, os.path.join(ROOT, "kernels", "trellis_kernels"),
-                                             PACKAGE + "/backend/trellis_kernels")
+                                             PACKAGE + "/backend/trellis_kernels", is_lab)
         zf.writestr(_info(PACKAGE + "/backend/requirements.txt"),
                     "# Backend runtime requirements (from pyproject.toml); installed by 'Set up backend'.\n"
                     + "\n".join(requirements()) + "\n")
-        model = os.path.join(ROOT, "models", "trellis-embedded")
-        if include_model and os.path.exists(os.path.join(model, "pipeline.json")):
-            counts["embedded model"] = add_tree(zf, model, PACKAGE + "/models/trellis-embedded")
-        elif include_model:
-            print("warning: models/trellis-embedded/pipeline.json not found; the zip has no embedded model "
-                  "(users must choose a model folder in the add-on preferences)", file=sys.stderr)
+        for name in EMBEDDED_MODELS if include_model else ():
+            model = os.path.join(ROOT, "models", name)
+            if os.path.exists(os.path.join(model, "pipeline.json")):
+                counts[name] = add_tree(zf, model, PACKAGE + "/models/" + name)
+            else:
+                print("warning: models/%s/pipeline.json not found; the zip lacks that embedded model "
+                      "(users must choose a model folder in the add-on preferences)" % name, file=sys.stderr)
+        shipped_lab = [n for n in zf.namelist() if n.startswith(PACKAGE + "/backend/")
+                       and is_lab(n[len(PACKAGE + "/backend/"):])]
+    if shipped_lab:
+        os.remove(tmp)
+        sys.exit("error: lab files would be shipped: %s" % ", ".join(shipped_lab[:5]))
     os.replace(tmp, target)  # never leave a half-written zip under the final name
-    size = os.path.getsize(target) / 1e6
-    print("built %s (%.1f MB): %s" % (target, size, ", ".join("%s %d files" % kv for kv in counts.items())))
+    size = os.path.getsize(target)
+    print("built %s (%d bytes, %d files): %s" % (target, size, sum(counts.values()) + 1,
+                                                 ", ".join("%s %d files" % kv for kv in counts.items())))
     return target
 
 

@@ -1,9 +1,12 @@
 """TRELLIS for Blender: image/text to 3D with a bundled backend subprocess.
 
 The add-on never imports torch: generation runs in ``python -m
-trellis_backend.server`` (see client.py / protocol.py). Nothing at module level
-imports bpy either, so the pure-Python parts (protocol, client, paths, PLY
-reader) are importable and testable outside Blender.
+trellis_backend.server`` (see core/client.py, core/protocol.py). Two halves:
+``core/`` is plain Python (protocol, backend client, paths, backend set-up, PLY
+reading, region maths, request building), testable outside Blender; the
+modules beside it are the bpy half (properties, preferences, panel, operators,
+job controller, importers) and import ``core``, never the other way round.
+Nothing at this module's level imports bpy.
 """
 
 bl_info = {

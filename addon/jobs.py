@@ -7,14 +7,15 @@ and imports files only after a ``result`` -- so a failed, cancelled or crashed
 job never touches the scene.
 """
 
-import json
 import time
 
 import bpy
 
-from . import protocol as P
-from .backend_setup import BackendSetup
-from .client import EXITED, BackendClient, BackendConfig, BackendUnavailable, explain_exit
+from . import importers, preferences
+from .core import backend_setup, paths, requests
+from .core import protocol as P
+from .core.client import EXITED, BackendClient, BackendConfig, BackendUnavailable, explain_exit
+from .properties import set_status
 
 TIMER_INTERVAL = 0.1
 
@@ -38,7 +39,6 @@ class JobController:
         self.job = None               # protocol.Job of the current/last job
         self.job_settings = {}        # what the objects of this job will remember
         self.on_finish = []           # callables(job, objects) for tests and scripts
-        self.setup = None             # BackendSetup of the last 'Set up backend'
         self.extra_backend_args = ()  # appended to the server command line (tests, power users)
         self.extra_pythonpath = ()    # appended to the backend's PYTHONPATH
         self._timer_on = False
@@ -48,14 +48,13 @@ class JobController:
         self.stats = {"max_pump_s": 0.0, "import_s": 0.0}
 
     # -- backend -------------------------------------------------------------
-    def backend_config(self, context):
-        from . import paths, preferences
-
+    def backend_config(self, context, params=None):
+        """The backend process this request needs (another model folder means another process)."""
         prefs = preferences.get_prefs(context)
         return BackendConfig(
             python=preferences.resolved_python(prefs),
-            model=preferences.resolved_model(prefs),
-            models_root=bpy.path.abspath(prefs.models_root) if prefs and prefs.models_root else None,
+            model=requests.model_for(preferences.configured_model(prefs), params or {}),
+            models_root=preferences.resolved_models_root(prefs),
             device=prefs.device if prefs else "auto",
             pythonpath=tuple(paths.backend_pythonpath()) + tuple(self.extra_pythonpath),
             extra_args=self.extra_backend_args,
@@ -63,8 +62,6 @@ class JobController:
 
     def _get_client(self):
         if self.client is None:
-            from . import preferences
-
             self.client = BackendClient(log_path=preferences.backend_log_path())
         return self.client
 
@@ -80,12 +77,9 @@ class JobController:
         job = P.Job(P.new_id(rtype), rtype, params)
         self.job, self.job_settings = job, dict(settings, job_id=job.id)
         self.stats = {"max_pump_s": 0.0, "import_s": 0.0}
-        status = _status(context)
-        status.job_id, status.state = job.id, "STARTING"
-        status.stage, status.step, status.total = "starting backend", 0, 0
-        status.message = ""
-        status.error_type = status.error_message = status.error_hint = ""
-        config = self.backend_config(context)
+        set_status(_status(context), "STARTING", error=(), job_id=job.id, stage="starting backend", step=0, total=0,
+                   message="")
+        config = self.backend_config(context, params)
         if not config.model:
             return self._fail("MissingModel", "No model folder is configured and this build has "
                               "no embedded model.", "Choose a TRELLIS model folder in the add-on preferences.")
@@ -107,7 +101,7 @@ class JobController:
         if job is None or job.finished:
             return False
         job.request_cancel()
-        _status().state = "CANCELLING"
+        set_status(_status(), "CANCELLING")
         try:
             self.client.send(P.request(P.CANCEL, {"job_id": job.id}))
         except (BackendUnavailable, AttributeError):
@@ -157,8 +151,7 @@ class JobController:
             if job is not None and not job.finished:
                 self._finish_with(P.error_event(job.id, P.ERR_BACKEND_EXITED, message, hint))
             else:
-                status = _status()
-                status.error_type, status.error_message, status.error_hint = P.ERR_BACKEND_EXITED, message, hint
+                set_status(_status(), error=(P.ERR_BACKEND_EXITED, message, hint))
             print("TRELLIS backend exited (code %s):\n%s" % (event.get("returncode"), event.get("stderr", "")))
             return
         if etype in (P.READY, P.PONG):
@@ -169,43 +162,25 @@ class JobController:
             return
         if etype == P.PROGRESS:
             job.apply(event)
-            status = _status()
-            if status.state != "CANCELLING":
-                status.state = "RUNNING"
-            status.stage, status.step, status.total = job.stage, job.step, job.total
-            status.message = job.message
+            set_status(_status(), "CANCELLING" if job.state == P.CANCELLING else "RUNNING", stage=job.stage,
+                       step=job.step, total=job.total, message=job.message)
         else:
             self._finish_with(event)
 
     def _finish_with(self, event):
         """Terminal event: import on result, record the error otherwise; never touch the scene on failure."""
-        from . import importers
-
         job, status = self.job, _status()
-        try:
-            job.apply(event)
-        except P.ProtocolError:
+        if job.finished:
             return
         objects = []
+        if event.get("type") == P.RESULT:
+            event, objects = self._import(event)
+        job.apply(event)  # the job's state and error fields change only here, through the protocol's Job
+        state = {P.DONE: "DONE", P.CANCELLED: "CANCELLED"}.get(job.state, "FAILED")
+        set_status(status, state, error=(job.error_type, job.error_message, job.error_hint))
         if job.state == P.DONE:
-            t0 = time.perf_counter()
-            try:
-                objects = importers.import_result(bpy.context, job.files, self.job_settings)
-            except Exception as exc:
-                import traceback
-
-                traceback.print_exc()
-                job.state, job.error_type = P.FAILED, "ImportFailed"
-                job.error_message = "Importing the result failed: %s: %s" % (type(exc).__name__, exc)
-                job.error_hint = "The generated files are kept in %s; import them by hand or report a bug." % (
-                    ", ".join(sorted(job.files.values())))
-            self.stats["import_s"] = time.perf_counter() - t0
-        status.state = {P.DONE: "DONE", P.CANCELLED: "CANCELLED"}.get(job.state, "FAILED")
-        status.error_type, status.error_message, status.error_hint = job.error_type, job.error_message, job.error_hint
-        if job.state == P.DONE:
-            status.stage, status.message = "done", "Imported %d object(s)" % len(objects)
-            status.step = status.total = 1
-            status.last_objects = ";".join(o.name for o in objects)
+            set_status(status, stage="done", message="Imported %d object(s)" % len(objects), step=1, total=1,
+                       last_objects=";".join(o.name for o in objects))
             if objects and not bpy.app.background and not self.job_settings.get("defer_undo"):
                 try:
                     bpy.ops.ed.undo_push(message="TRELLIS: import result")
@@ -215,9 +190,30 @@ class JobController:
             callback(job, objects)
         _redraw()
 
+    def _import(self, event):
+        """Import a result's files: (event, objects), or an ImportFailed error event when it cannot be imported."""
+        t0 = time.perf_counter()
+        files = dict(event.get("files") or {})
+        try:
+            return event, importers.import_result(bpy.context, files, self.job_settings)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            return P.error_event(
+                event.get("id"), "ImportFailed", "Importing the result failed: %s: %s" % (type(exc).__name__, exc),
+                "The generated files are kept in %s; import them by hand or report a bug."
+                % ", ".join(sorted(files.values()))), []
+        finally:
+            self.stats["import_s"] = time.perf_counter() - t0
+
     def _fail(self, error_type, message, hint):
         self._finish_with(P.error_event(self.job.id, error_type, message, hint))
         return self.job
+
+    def reject(self, context, message, hint):
+        """Show a request the operator refused before any job started (bad input) as a failure."""
+        set_status(_status(context), "FAILED", error=("BadInput", message, hint))
 
     # -- timer ---------------------------------------------------------------
     def _ensure_timer(self):
@@ -236,30 +232,25 @@ class JobController:
 
             traceback.print_exc()
             live = self.busy
-        setup_running = self.setup is not None and self.setup.state == "running"
         _redraw()
-        if live or setup_running:
+        if live or backend_setup.is_running():
             return TIMER_INTERVAL
         self._timer_on = False
         return None
 
     # -- backend environment setup ---------------------------------------------
     def start_setup(self, base_python, venv_dir, requirements=None, verify=None, wait=False):
-        if self.setup is not None and self.setup.state == "running":
-            raise RuntimeError("Backend setup is already running.")
-        kwargs = {} if verify is None else {"verify": verify}
-        self.setup = BackendSetup(base_python, venv_dir, requirements=requirements, **kwargs)
-        self.setup.start()
+        """Start 'Set up backend' (core.backend_setup); the timer keeps the preferences redrawing."""
+        setup = backend_setup.start(base_python, venv_dir, requirements=requirements, verify=verify)
         if wait:
-            self.setup.wait()
+            setup.wait()
         else:
             self._ensure_timer()
-        return self.setup
+        return setup
 
     # -- teardown ------------------------------------------------------------
     def shutdown(self):
-        if self.setup is not None:
-            self.setup.cancel()
+        backend_setup.cancel()
         if self.client is not None:
             self.client.stop()
         if bpy.app.timers.is_registered(self._tick_fn):
@@ -282,14 +273,3 @@ def shutdown_controller():
     if _controller is not None:
         _controller.shutdown()
     _controller = None
-
-
-def setup_state():
-    ctl = _controller
-    return ctl.setup.snapshot() if ctl is not None and ctl.setup is not None else {}
-
-
-def settings_snapshot(settings, params):
-    """What each generated object remembers (for re-generation and region edits)."""
-    return {"prompt": params.get("prompt") or "", "image": params.get("image") or "", "seed": params.get("seed", 0),
-            "params": json.dumps(params, sort_keys=True), "outputs": settings.outputs}

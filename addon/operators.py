@@ -1,33 +1,51 @@
-"""Operators: Generate, Cancel, Set up backend.
-
-Interactive Blender: Generate returns at once and a timer applies events.
-Background mode (``blender -b``, the bpy module): it blocks until the job is
-done, so scripts can simply call ``bpy.ops.trellis.generate()``.
-"""
+"""Operators: Generate, Cancel, Set up backend (see operator_support for how they run)."""
 
 import os
-import re
-import time
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 
-from . import jobs, paths, preferences
-from . import protocol as P
-
-RUN_MODES = [
-    ("AUTO", "Auto", "Block in background mode, run in the background otherwise"),
-    ("SYNC", "Wait", "Block until the job is done"),
-    ("ASYNC", "Don't wait", "Return at once; a timer imports the result"),
-]
+from . import jobs, preferences
+from .core import paths, requests
+from .core import protocol as P
+from .operator_support import RUN_MODES, reject, report_failure, should_wait
 
 
-def _wait(mode):
-    return bpy.app.background if mode == "AUTO" else mode == "SYNC"
+def condition_label(settings):
+    """What names the job: the prompt, else the image's file or datablock name."""
+    if settings.prompt.strip():
+        return settings.prompt
+    if settings.image_source == "FILE":
+        return os.path.basename(settings.image_path or "")
+    if settings.image_source == "DATABLOCK" and settings.image is not None:
+        return settings.image.name
+    if settings.image_source == "MULTI" and len(settings.images):
+        first = settings.images[0]
+        return first.image.name if first.source == "DATABLOCK" and first.image else os.path.basename(first.path)
+    return ""
 
 
-def _slug(text):
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:32].lower() or "asset"
+def image_file(source, path, image, out_dir, name):
+    """A path the backend can read for one image choice; raises ValueError naming what is missing."""
+    if source == "FILE":
+        path = bpy.path.abspath(path) if path else ""
+        if not path or not os.path.isfile(path):
+            raise ValueError("Image file not found: %s" % (path or "(none chosen)"))
+        return os.path.normpath(path)
+    if image is None:
+        raise ValueError("Choose a Blender image, or switch the condition to 'Prompt only'.")
+    from .image_input import image_file_for_backend
+
+    return image_file_for_backend(image, os.path.join(out_dir, "inputs"), name)
+
+
+def several_images(settings, out_dir, job_name):
+    """The 'Several images' list as backend paths (one string when the list holds one image)."""
+    if not len(settings.images):
+        raise ValueError("Add images to the list (the + button), or switch the condition to 'Prompt only'.")
+    paths = [image_file(item.source, item.path, item.image, out_dir, "%s_%d" % (job_name, i))
+             for i, item in enumerate(settings.images)]
+    return paths if len(paths) > 1 else paths[0]
 
 
 def build_request(context, settings, job_name):
@@ -35,27 +53,17 @@ def build_request(context, settings, job_name):
     prefs = preferences.get_prefs(context)
     out_dir = preferences.resolved_output_dir(prefs)
     params = {"seed": settings.seed, "output_dir": out_dir, "name": job_name,
-              "formats": {"BOTH": ["mesh", "gaussians"], "MESH": ["mesh"], "GAUSSIANS": ["gaussians"]}[settings.outputs]}
+              "formats": requests.FORMATS_BY_OUTPUT[settings.outputs]}
     if settings.prompt.strip():
         params["prompt"] = settings.prompt.strip()
-    if settings.image_source == "FILE":
-        path = bpy.path.abspath(settings.image_path) if settings.image_path else ""
-        if not path or not os.path.isfile(path):
-            raise ValueError("Image file not found: %s" % (path or "(none chosen)"))
-        params["image"] = os.path.normpath(path)
-    elif settings.image_source == "DATABLOCK":
-        if settings.image is None:
-            raise ValueError("Choose a Blender image, or switch the condition to 'Prompt only'.")
-        from .image_input import image_file_for_backend
-
-        params["image"] = image_file_for_backend(settings.image, os.path.join(out_dir, "inputs"), job_name)
-    if settings.custom_sampling:
-        params.update(ss_steps=settings.ss_steps, slat_steps=settings.slat_steps,
-                      ss_cfg=settings.ss_cfg, slat_cfg=settings.slat_cfg)
-    problems = P.validate_job_params(P.GENERATE, params)
-    if problems:
-        raise ValueError("; ".join(problems).replace("give a prompt", "Type a prompt"))
-    return params
+    if settings.image_source in ("FILE", "DATABLOCK"):
+        params["image"] = image_file(settings.image_source, settings.image_path, settings.image, out_dir, job_name)
+    elif settings.image_source == "MULTI":
+        params["image"] = several_images(settings, out_dir, job_name)
+        if isinstance(params["image"], list):
+            params["multi_image_mode"] = settings.multi_image_mode
+    params.update(requests.sampling_overrides(settings))
+    return requests.check(P.GENERATE, params)
 
 
 class TRELLIS_OT_generate(bpy.types.Operator):
@@ -76,29 +84,53 @@ class TRELLIS_OT_generate(bpy.types.Operator):
     def execute(self, context):
         settings = context.scene.trellis
         status = context.window_manager.trellis_status
-        ctl = jobs.controller()
-        job_name = "%s_s%d_%s" % (_slug(settings.prompt or os.path.basename(settings.image_path or "") or
-                                        (settings.image.name if settings.image else "")),
-                                  settings.seed, time.strftime("%Y%m%d-%H%M%S"))
+        job_name = requests.job_name(condition_label(settings), settings.seed)
         try:
             params = build_request(context, settings, job_name)
         except ValueError as exc:
-            status.state, status.error_type, status.error_message = "FAILED", "BadInput", str(exc)
-            status.error_hint = "Fix the input in the TRELLIS panel and press Generate again."
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        snapshot = jobs.settings_snapshot(settings, params)
-        wait = _wait(self.run_mode)
-        job = ctl.start(context, P.GENERATE, params, snapshot, wait=wait, timeout=self.timeout or None)
+            return reject(self, context, str(exc), "Fix the input in the TRELLIS panel and press Generate again.")
+        wait = should_wait(self.run_mode)
+        job = jobs.controller().start(context, P.GENERATE, params, requests.settings_snapshot(settings.outputs, params),
+                                      wait=wait, timeout=self.timeout or None)
         if not wait and not job.finished:
             self.report({"INFO"}, "TRELLIS: generating...")
             return {"FINISHED"}
         if job.state == P.DONE:
             self.report({"INFO"}, "TRELLIS: imported %s" % status.last_objects.replace(";", ", "))
             return {"FINISHED"}
-        self.report({"WARNING"} if job.state == P.CANCELLED else {"ERROR"},
-                    "TRELLIS: %s: %s %s" % (job.error_type, job.error_message, job.error_hint))
-        return {"CANCELLED"}
+        return report_failure(self, job, status)
+
+
+class TRELLIS_OT_image_add(bpy.types.Operator):
+    """Add an image of the object to the list (a file; switch the row to 'Blender image' for a datablock)"""
+
+    bl_idname = "trellis.image_add"
+    bl_label = "Add image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        settings = context.scene.trellis
+        settings.images.add()
+        settings.images_index = len(settings.images) - 1
+        return {"FINISHED"}
+
+
+class TRELLIS_OT_image_remove(bpy.types.Operator):
+    """Remove the selected image from the list"""
+
+    bl_idname = "trellis.image_remove"
+    bl_label = "Remove image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return len(context.scene.trellis.images) > 0
+
+    def execute(self, context):
+        settings = context.scene.trellis
+        settings.images.remove(min(settings.images_index, len(settings.images) - 1))
+        settings.images_index = max(0, min(settings.images_index, len(settings.images) - 1))
+        return {"FINISHED"}
 
 
 class TRELLIS_OT_cancel(bpy.types.Operator):
@@ -136,7 +168,7 @@ class TRELLIS_OT_setup_backend(bpy.types.Operator):
         verify = None if self.verify == "*" else tuple(m.strip() for m in self.verify.split(",") if m.strip())
         try:
             setup = jobs.controller().start_setup(base, venv_dir, requirements=self.requirements or None,
-                                                  verify=verify, wait=_wait(self.run_mode))
+                                                  verify=verify, wait=should_wait(self.run_mode))
         except RuntimeError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -150,14 +182,6 @@ class TRELLIS_OT_setup_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (TRELLIS_OT_generate, TRELLIS_OT_cancel, TRELLIS_OT_setup_backend)
-
-
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory((TRELLIS_OT_generate, TRELLIS_OT_cancel,
+                                                            TRELLIS_OT_image_add, TRELLIS_OT_image_remove,
+                                                            TRELLIS_OT_setup_backend))

@@ -16,17 +16,16 @@ object in place of the old one. A failed or cancelled job never reaches
 import json
 import os
 import re
-import time
 
 import bpy
 from bpy.props import EnumProperty, FloatProperty
-from mathutils import Vector
 
-from . import jobs, preferences
-from . import protocol as P
-from .operators import RUN_MODES, _slug, _wait
+from . import importers, jobs, preferences
+from .core import protocol as P
+from .core import region, requests
+from .operator_support import RUN_MODES, reject, report_failure, should_wait
+from .properties import set_status
 
-GRID = 64
 UNDO_MESSAGE = "TRELLIS regenerate selection"
 
 
@@ -45,33 +44,8 @@ def box_empties(context, target):
 
 def box_region(empty, target):
     """A Cube Empty's world bounds -> AABB in the target's local (= sidecar) space."""
-    size = empty.empty_display_size
     to_local = target.matrix_world.inverted() @ empty.matrix_world
-    corners = [to_local @ Vector((x * size, y * size, z * size))
-               for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
-    lo = [max(-0.5, min(c[i] for c in corners)) for i in range(3)]
-    hi = [min(0.5, max(c[i] for c in corners)) for i in range(3)]
-    if any(h <= l for l, h in zip(lo, hi)):
-        raise ValueError("The box Empty '%s' does not overlap the object '%s'." % (empty.name, target.name))
-    return {"box_min": [float(v) for v in lo], "box_max": [float(v) for v in hi]}
-
-
-def voxels_of_points(points, dilate=1):
-    """Local (sidecar space) points -> sorted 64^3 voxel indices, dilated by ``dilate`` voxels (3x3x3 steps)."""
-    cells = set()
-    for p in points:
-        cells.add(tuple(min(GRID - 1, max(0, int((p[i] + 0.5) * GRID // 1))) for i in range(3)))
-    for _ in range(dilate):
-        grown = set()
-        for i, j, k in cells:
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    for dk in (-1, 0, 1):
-                        c = (i + di, j + dj, k + dk)
-                        if all(0 <= v < GRID for v in c):
-                            grown.add(c)
-        cells = grown
-    return sorted([list(c) for c in cells])
+    return region.box_region([list(row) for row in to_local], empty.empty_display_size, empty.name, target.name)
 
 
 def vertex_region(target):
@@ -80,10 +54,10 @@ def vertex_region(target):
         raise ValueError("Vertex selection needs a mesh object.")
     if target.mode == "EDIT":
         target.update_from_editmode()
-    pts = [v.co for v in target.data.vertices if v.select]
+    pts = [v.co[:] for v in target.data.vertices if v.select]
     if not pts:
         raise ValueError("Select some vertices of '%s' in Edit Mode first." % target.name)
-    return {"voxels": voxels_of_points(pts)}
+    return {"voxels": region.voxels_of_points(pts)}
 
 
 def pick_region(context, target, source):
@@ -167,12 +141,10 @@ def _apply(job, objects, info):
     pairs = [(o, by_kind.get(o.get("trellis_kind"))) for o in olds if o is not None]
     pairs = [(o, n) for o, n in pairs if n is not None]
     if not pairs:
-        from .importers import _remove
-
-        _remove(objects)
-        status.state, status.error_type = "FAILED", "EditTargetGone"
-        status.error_message = "The object to replace is no longer in the scene; nothing was changed."
-        status.error_hint = "Select the generated object and press Regenerate selection again."
+        importers.remove_objects(objects)
+        set_status(status, "FAILED", error=("EditTargetGone",
+                                            "The object to replace is no longer in the scene; nothing was changed.",
+                                            "Select the generated object and press Regenerate selection again."))
         return []
     replaced = []
     for old, new in pairs:
@@ -185,8 +157,8 @@ def _apply(job, objects, info):
     view_layer = bpy.context.view_layer
     if view_layer is not None and replaced[0].name in view_layer.objects:
         view_layer.objects.active = replaced[0]
-    status.last_objects = ";".join(o.name for o in replaced + extra)
-    status.message = "Replaced %s" % ", ".join(o.name for o in replaced)
+    set_status(status, last_objects=";".join(o.name for o in replaced + extra),
+               message="Replaced %s" % ", ".join(o.name for o in replaced))
     if info["push_undo"]:  # async: the operator's own undo step was pushed when it returned
         try:
             bpy.ops.ed.undo_push(message=UNDO_MESSAGE)
@@ -215,13 +187,8 @@ def build_edit_request(context, settings, target, region, job_name):
         params["keep_structure"] = True
     if settings.edit_margin:
         params["margin"] = settings.edit_margin
-    if settings.custom_sampling:
-        params.update(ss_steps=settings.ss_steps, slat_steps=settings.slat_steps,
-                      ss_cfg=settings.ss_cfg, slat_cfg=settings.slat_cfg)
-    problems = P.validate_job_params(P.EDIT, params)
-    if problems:
-        raise ValueError("; ".join(problems))
-    return params
+    params.update(requests.sampling_overrides(settings))
+    return requests.check(P.EDIT, params)
 
 
 class TRELLIS_OT_regenerate_selection(bpy.types.Operator):
@@ -240,11 +207,8 @@ the object is replaced in place and the previous version is kept hidden"""
         return not jobs.controller().busy and target_object(context) is not None
 
     def _fail(self, context, message):
-        status = context.window_manager.trellis_status
-        status.state, status.error_type, status.error_message = "FAILED", "BadInput", message
-        status.error_hint = "Fix the selection or the edit settings and press Regenerate selection again."
-        self.report({"ERROR"}, message)
-        return {"CANCELLED"}
+        return reject(self, context, message,
+                      "Fix the selection or the edit settings and press Regenerate selection again.")
 
     def execute(self, context):
         settings = context.scene.trellis
@@ -257,21 +221,18 @@ the object is replaced in place and the previous version is kept hidden"""
             return self._fail(context, str(exc))
         if target.mode == "EDIT":
             bpy.ops.object.mode_set(mode="OBJECT")  # the replacement happens in Object Mode
-        job_name = "%s_edit_s%d_%s" % (_slug(target.name.replace("TRELLIS ", "")), settings.edit_seed,
-                                       time.strftime("%Y%m%d-%H%M%S"))
+        job_name = requests.job_name(target.name.replace("TRELLIS ", ""), settings.edit_seed, kind="edit")
         try:
             params = build_edit_request(context, settings, target, region, job_name)
         except ValueError as exc:
             return self._fail(context, str(exc))
         targets = siblings(target)
         kinds = {o.get("trellis_kind") for o in targets}
-        snapshot = {"prompt": params.get("prompt") or target.get("trellis_prompt", ""),
-                    "image": params.get("image") or target.get("trellis_image", ""),
-                    "seed": settings.edit_seed, "params": json.dumps(params, sort_keys=True),
-                    "outputs": "BOTH" if len(kinds & {"mesh", "gaussians"}) == 2 else
-                    ("GAUSSIANS" if "gaussians" in kinds else "MESH"),
-                    "defer_undo": True}  # the controller must not push its own "import result" step
-        wait = _wait(self.run_mode)
+        snapshot = requests.settings_snapshot(
+            requests.outputs_for_kinds(kinds), params, prompt=params.get("prompt") or target.get("trellis_prompt", ""),
+            image=params.get("image") or target.get("trellis_image", ""),
+            defer_undo=True)  # the controller must not push its own "import result" step
+        wait = should_wait(self.run_mode)
         info = {"targets": [o.name for o in targets], "region_text": json.dumps(region)[:60000],
                 "prompt": snapshot["prompt"], "image": snapshot["image"], "push_undo": not wait,
                 "replaced": []}
@@ -300,21 +261,7 @@ the object is replaced in place and the previous version is kept hidden"""
                     pass
             self.report({"INFO"}, "TRELLIS: replaced %s" % ", ".join(o.name for o in info["replaced"]))
             return {"FINISHED"}
-        status = context.window_manager.trellis_status
-        self.report({"WARNING"} if job.state == P.CANCELLED else {"ERROR"},
-                    "TRELLIS: %s: %s %s" % (status.error_type or job.error_type,
-                                            status.error_message or job.error_message, job.error_hint or ""))
-        return {"CANCELLED"}
+        return report_failure(self, job, context.window_manager.trellis_status)
 
 
-CLASSES = (TRELLIS_OT_regenerate_selection,)
-
-
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory((TRELLIS_OT_regenerate_selection,))

@@ -10,6 +10,7 @@ import textwrap
 import bpy
 
 from . import jobs
+from .core import backend_setup
 
 HAS_PROGRESS = "progress" in bpy.types.UILayout.bl_rna.functions
 
@@ -21,7 +22,8 @@ def draw_wrapped(layout, text, width=44, icon="NONE"):
 
 
 STAGE_LABELS = {"load": "Loading model", "condition": "Encoding input", "sparse_structure": "Structure",
-                "slat": "Details", "decode": "Decoding", "export": "Writing files"}
+                "slat": "Details", "shape_slat_512": "Shape (512)", "shape_slat": "Shape", "tex_slat": "Materials",
+                "decode": "Decoding", "export": "Writing files"}
 
 
 def draw_progress(layout, status):
@@ -58,6 +60,8 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
             col.prop(settings, "image_path", text="")
         elif settings.image_source == "DATABLOCK":
             col.template_ID(settings, "image", open="image.open")
+        elif settings.image_source == "MULTI":
+            draw_image_list(col, settings)
         col.prop(settings, "prompt", text="", icon="SORTALPHA")
         col.prop(settings, "seed")
         col.row().prop(settings, "outputs", expand=True)
@@ -79,6 +83,7 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
         col.enabled = not busy
         col.operator("trellis.send_to_batch", icon="EXPORT")
 
+        draw_splat_display(layout, settings)
         draw_region_edit(layout, context, settings, busy)
 
         if status.state in ("STARTING", "RUNNING", "CANCELLING"):
@@ -95,7 +100,38 @@ class VIEW3D_PT_trellis(bpy.types.Panel):
                 draw_wrapped(box, status.error_hint, icon="QUESTION")
             if "Set up backend" in status.error_hint:
                 box.operator("trellis.setup_backend", icon="IMPORT")
-        draw_setup(layout, jobs.setup_state())
+        draw_setup(layout, backend_setup.snapshot())
+
+
+class TRELLIS_UL_images(bpy.types.UIList):
+    """One row per image of the object: its source and the file or datablock."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        row = layout.row(align=True)
+        row.prop(item, "source", text="", icon_only=True, icon="FILE_IMAGE" if item.source == "FILE" else "IMAGE_DATA")
+        if item.source == "FILE":
+            row.prop(item, "path", text="")
+        else:
+            row.prop(item, "image", text="")
+
+
+def draw_image_list(layout, settings):
+    row = layout.row()
+    row.template_list("TRELLIS_UL_images", "", settings, "images", settings, "images_index", rows=3)
+    buttons = row.column(align=True)
+    buttons.operator("trellis.image_add", text="", icon="ADD")
+    buttons.operator("trellis.image_remove", text="", icon="REMOVE")
+    layout.prop(settings, "multi_image_mode")
+
+
+def draw_splat_display(layout, settings):
+    """Display of the Gaussian splat objects (all of them in the scene, and the next imports)."""
+    if settings.outputs == "MESH":
+        return
+    col = layout.column(align=True)
+    col.label(text="Splat display", icon="SHADING_RENDERED")
+    col.row(align=True).prop(settings, "splat_display", expand=True)
+    col.prop(settings, "splat_viewport_limit")
 
 
 def draw_region_edit(layout, context, settings, busy):
@@ -134,9 +170,4 @@ def draw_setup(layout, setup):
         box.label(text="Backend environment ready", icon="CHECKMARK")
 
 
-def register():
-    bpy.utils.register_class(VIEW3D_PT_trellis)
-
-
-def unregister():
-    bpy.utils.unregister_class(VIEW3D_PT_trellis)
+register, unregister = bpy.utils.register_classes_factory((TRELLIS_UL_images, VIEW3D_PT_trellis))

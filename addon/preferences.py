@@ -1,8 +1,9 @@
 """Add-on preferences: backend interpreter, model folder, device, outputs.
 
 Empty fields mean "automatic" and the resolved value is shown greyed out
-beneath, so a fresh install works with the embedded model and the venv that
-'Set up backend' creates, without the user typing any path.
+beneath, so a fresh install works with the embedded models and the venv that
+'Set up backend' creates, without the user typing any path. This module sits
+below the job controller and the importers: it imports only ``core``.
 """
 
 import os
@@ -10,7 +11,7 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import paths
+from .core import backend_setup, paths
 
 ADDON_ID = __package__
 
@@ -28,16 +29,31 @@ def get_prefs(context=None):
 
 
 def data_dir():
-    return paths.user_data_dir(ADDON_ID)
+    """A writable folder for the backend venv, logs and unsaved-file outputs."""
+    path = paths.data_dir_override()
+    if not path and ADDON_ID.startswith("bl_ext.") and hasattr(bpy.utils, "extension_path_user"):
+        try:  # extensions must not write into their own folder
+            path = bpy.utils.extension_path_user(ADDON_ID, create=True)
+        except Exception:
+            path = None
+    if not path:
+        path = bpy.utils.user_resource("CONFIG", path="trellis_blender", create=True)
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def resolved_python(prefs):
     return paths.find_backend_python(prefs.python_path if prefs else "", data_dir())
 
 
-def resolved_model(prefs):
+def configured_model(prefs):
+    """The model folder the user chose ('' = the embedded models)."""
     configured = bpy.path.abspath(prefs.model_dir) if prefs and prefs.model_dir else ""
-    return os.path.normpath(configured) if configured else (paths.embedded_model_dir() or "")
+    return os.path.normpath(configured) if configured else ""
+
+
+def resolved_models_root(prefs):
+    return bpy.path.abspath(prefs.models_root) if prefs and prefs.models_root else None
 
 
 def resolved_output_dir(prefs):
@@ -53,6 +69,16 @@ def backend_log_path():
     return os.path.join(data_dir(), "backend.log")
 
 
+def _model_hint(prefs):
+    configured = configured_model(prefs)
+    if configured:
+        return "Using: " + configured
+    text, image = paths.embedded_model_dir(), paths.embedded_model_dir(for_image=True)
+    if not (text or image):
+        return "Using: no embedded model in this build - choose a folder"
+    return "Using the embedded models: prompts %s, images %s" % (text or "(none)", image or "(none)")
+
+
 class TRELLIS_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
@@ -62,8 +88,9 @@ class TRELLIS_AddonPreferences(bpy.types.AddonPreferences):
                     "'Set up backend', else python3 on PATH")
     model_dir: StringProperty(
         name="Model folder", subtype="DIR_PATH", default="",
-        description="TRELLIS pipeline folder (pipeline.json + ckpts/). Empty: the embedded default model. "
-                    "Official TRELLIS folders (e.g. TRELLIS-image-large) work too")
+        description="TRELLIS pipeline folder (pipeline.json + ckpts/). Empty: the embedded default models "
+                    "(the image model for images, the text model for prompts). Official TRELLIS folders "
+                    "(e.g. TRELLIS-image-large) work too")
     models_root: StringProperty(
         name="Models root", subtype="DIR_PATH", default="",
         description="Folder holding other model folders that a text release references as <org>/<repo>/ckpts/...")
@@ -81,26 +108,20 @@ class TRELLIS_AddonPreferences(bpy.types.AddonPreferences):
         description="After an import, switch Solid-mode viewports to show colour attributes")
 
     def draw(self, context):
-        from . import jobs
-
         layout = self.layout
         col = layout.column()
-        col.prop(self, "python_path")
-        _hint(col, "Using: " + (resolved_python(self) or "none found"))
-        col.prop(self, "model_dir")
-        _hint(col, "Using: " + (resolved_model(self) or "no embedded model in this build - choose a folder"))
-        col.prop(self, "models_root")
-        col.prop(self, "device")
-        col.prop(self, "output_dir")
-        _hint(col, "Using: " + resolved_output_dir(self))
-        col.prop(self, "show_colors_in_solid")
+        for name, hint in (("python_path", "Using: " + (resolved_python(self) or "none found")),
+                           ("model_dir", _model_hint(self)), ("models_root", None), ("device", None),
+                           ("output_dir", "Using: " + resolved_output_dir(self)), ("show_colors_in_solid", None)):
+            col.prop(self, name)
+            if hint:
+                _hint(col, hint)
 
         box = layout.box()
         box.label(text="Backend environment", icon="CONSOLE")
         box.prop(self, "setup_python")
-        row = box.row()
-        row.operator("trellis.setup_backend", icon="IMPORT")
-        setup = jobs.setup_state()
+        box.row().operator("trellis.setup_backend", icon="IMPORT")
+        setup = backend_setup.snapshot()
         for line in setup.get("lines", [])[-6:]:
             _hint(box, line)
         if setup.get("error"):
@@ -114,9 +135,4 @@ def _hint(layout, text):
     row.label(text=text)
 
 
-def register():
-    bpy.utils.register_class(TRELLIS_AddonPreferences)
-
-
-def unregister():
-    bpy.utils.unregister_class(TRELLIS_AddonPreferences)
+register, unregister = bpy.utils.register_classes_factory((TRELLIS_AddonPreferences,))

@@ -6,7 +6,10 @@ can read exactly what the user would see.
 """
 
 import bpy
-from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+from .importers import gaussian_nodes
 
 OUTPUTS = [
     ("BOTH", "Both", "Mesh and Gaussians"),
@@ -17,8 +20,40 @@ IMAGE_SOURCES = [
     ("NONE", "Prompt only", "Generate from the text prompt"),
     ("FILE", "Image file", "Generate from an image file on disk"),
     ("DATABLOCK", "Blender image", "Generate from an image loaded in this .blend"),
+    ("MULTI", "Several images", "Generate one object from several images of it (files or Blender images)"),
+]
+IMAGE_ITEM_SOURCES = [("FILE", "File", "An image file on disk"), ("DATABLOCK", "Blender image", "An image in this .blend")]
+MULTI_IMAGE_MODES = [
+    ("stochastic", "Stochastic", "Each sampling step is conditioned on one of the images in turn (the reference's "
+                                 "default; as fast as one image)"),
+    ("multidiffusion", "Multidiffusion", "Every step averages the predictions for all images (slower: one "
+                                         "prediction per image)"),
+]
+SPLAT_DISPLAYS = [
+    ("GAUSSIANS", "Gaussian splats", "Each splat fades as its Gaussian does, as 3D Gaussian splatting renders it "
+                                     "(EEVEE and Cycles)"),
+    ("ELLIPSOIDS", "Ellipsoids", "Opaque ellipsoids at twice the Gaussians' size (a solid, readable look)"),
+    ("POINTS", "Points", "One sphere per Gaussian: the fastest viewport"),
 ]
 STATES = [(s, s.title(), "") for s in ("IDLE", "STARTING", "RUNNING", "CANCELLING", "DONE", "FAILED", "CANCELLED")]
+
+
+def splat_objects(scene):
+    return [o for o in scene.objects if o.get("trellis_kind") == "gaussians"]
+
+
+def _apply_splat_display(settings, context):
+    """Display choice and viewport limit apply to every splat object of the scene at once."""
+    for obj in splat_objects(context.scene):
+        gaussian_nodes.set_display(obj, settings.splat_display, settings.splat_viewport_limit)
+
+
+class TRELLIS_ImageItem(bpy.types.PropertyGroup):
+    """One of the several images of an object: a file, or an image datablock."""
+
+    source: EnumProperty(name="Source", items=IMAGE_ITEM_SOURCES, default="FILE")
+    path: StringProperty(name="Image", subtype="FILE_PATH")
+    image: PointerProperty(name="Image", type=bpy.types.Image)
 
 
 class TRELLIS_Settings(bpy.types.PropertyGroup):
@@ -27,6 +62,11 @@ class TRELLIS_Settings(bpy.types.PropertyGroup):
     image_path: StringProperty(name="Image", subtype="FILE_PATH",
                                description="Image of the object (RGBA, or on a plain background)")
     image: PointerProperty(name="Image", type=bpy.types.Image)
+    images: CollectionProperty(name="Images", type=TRELLIS_ImageItem,
+                               description="Several images of the same object (condition 'Several images')")
+    images_index: IntProperty(name="Active image", default=0, min=0)
+    multi_image_mode: EnumProperty(name="Combine", items=MULTI_IMAGE_MODES, default="stochastic",
+                                   description="How several images condition one generation")
     seed: IntProperty(name="Seed", default=0, min=0)
     custom_sampling: BoolProperty(name="Custom sampling", default=False,
                                   description="Override the model's own step counts and guidance strengths")
@@ -39,6 +79,13 @@ class TRELLIS_Settings(bpy.types.PropertyGroup):
     slat_cfg: FloatProperty(name="Detail guidance", default=3.0, min=0.0, max=50.0,
                             description="Classifier-free guidance strength of stage 2")
     outputs: EnumProperty(name="Outputs", items=OUTPUTS, default="BOTH")
+    splat_display: EnumProperty(name="Splat display", items=SPLAT_DISPLAYS, default="GAUSSIANS",
+                                update=_apply_splat_display,
+                                description="How Gaussian splat objects are shown (viewport and render)")
+    splat_viewport_limit: IntProperty(name="Viewport splats", default=gaussian_nodes.DEFAULT_VIEWPORT_LIMIT,
+                                      min=1, soft_max=1000000, update=_apply_splat_display,
+                                      description="At most about this many splats per object in the viewport "
+                                                  "(a random subset, for speed); renders always use all")
     # Region edit ("Regenerate selection", operators_edit.py)
     edit_prompt: StringProperty(name="New prompt",
                                 description="Prompt for the selected region (empty: the object's own prompt/image)")
@@ -71,9 +118,31 @@ class TRELLIS_Status(bpy.types.PropertyGroup):
     last_objects: StringProperty(description="Names of the objects the last job imported, ';'-separated")
 
 
+register_classes, unregister_classes = bpy.utils.register_classes_factory((TRELLIS_ImageItem, TRELLIS_Settings,
+                                                                                   TRELLIS_Status))
+
+STATUS_FIELDS = ("job_id", "stage", "step", "total", "message", "last_objects")
+
+
+def set_status(status, state=None, error=None, **fields):
+    """The one writer of the job status the panel draws (controller, operators and region edit call it).
+
+    ``state``: a STATES name, or None to keep it; ``error``: (type, message, hint) to show, () to
+    clear, None to keep; ``fields``: any of STATUS_FIELDS.
+    """
+    unknown = set(fields) - set(STATUS_FIELDS)
+    if unknown:
+        raise TypeError("set_status got unknown field(s) %s" % ", ".join(sorted(unknown)))
+    if state is not None:
+        status.state = state
+    if error is not None:
+        status.error_type, status.error_message, status.error_hint = (tuple(error) + ("", "", ""))[:3]
+    for name, value in fields.items():
+        setattr(status, name, value)
+
+
 def register():
-    bpy.utils.register_class(TRELLIS_Settings)
-    bpy.utils.register_class(TRELLIS_Status)
+    register_classes()
     bpy.types.Scene.trellis = PointerProperty(type=TRELLIS_Settings)
     bpy.types.WindowManager.trellis_status = PointerProperty(type=TRELLIS_Status)
 
@@ -81,5 +150,4 @@ def register():
 def unregister():
     del bpy.types.WindowManager.trellis_status
     del bpy.types.Scene.trellis
-    bpy.utils.unregister_class(TRELLIS_Status)
-    bpy.utils.unregister_class(TRELLIS_Settings)
+    unregister_classes()

@@ -105,7 +105,8 @@ def setup_render(scene, objects, resolution, samples):
     scene.collection.objects.link(sun)
     world = scene.world or bpy.data.worlds.new("World")
     scene.world = world
-    world.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # 5.0 always has the node tree and deprecates use_nodes
+        world.use_nodes = True
     bg = world.node_tree.nodes.get("Background")
     if bg:
         bg.inputs["Color"].default_value = (0.55, 0.57, 0.6, 1.0)

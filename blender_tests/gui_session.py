@@ -31,15 +31,21 @@ def parse():
     ap.add_argument("--python", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--prompt", default="a red wooden chair")
-    ap.add_argument("--steps", type=int, default=60, help="enough steps to catch the job mid-way")
-    ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--steps", type=int, default=30, help="enough steps to catch the job mid-way")
+    ap.add_argument("--stall-timeout", type=float, default=240,
+                    help="give up when no progress event came for this long (a hung job, not a slow machine)")
+    ap.add_argument("--timeout", type=float, default=1500, help="give up after this long in any case")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds between the import and the last screenshot (EEVEE compiles its shaders first)")
+    ap.add_argument("--separate", action="store_true", help="move the splats beside the mesh (for pictures)")
     return ap.parse_args(argv)
 
 
 ARGS = parse()
 OUT = os.path.abspath(ARGS.out)
 os.makedirs(OUT, exist_ok=True)
-STATE = {"ticks": [], "shots": [], "t0": None, "saw_running": False, "result": {}}
+STATE = {"ticks": [], "shots": [], "t0": None, "saw_running": False, "result": {}, "progress": None,
+         "progress_at": None, "finished": False}
 
 
 def view3d():
@@ -112,28 +118,47 @@ def finish(extra):
     bpy.ops.wm.quit_blender()
 
 
+def on_job_finished(job, objects):
+    """The controller's own completion callback (main thread, after the import): no polling deadline."""
+    STATE["finished"] = True
+
+    def done():
+        window, area = view3d()
+        region = next(r for r in area.regions if r.type == "WINDOW")
+        try:
+            with bpy.context.temp_override(window=window, area=area, region=region):
+                bpy.ops.view3d.view_selected()
+        except RuntimeError as exc:
+            print("view_selected failed:", exc)
+        area.spaces.active.shading.type = "MATERIAL"  # EEVEE: the splats show as Gaussians
+        if ARGS.separate and len(objects) == 2:
+            objects[1].location.x += 1.1
+            with bpy.context.temp_override(window=window, area=area, region=region):
+                bpy.ops.view3d.view_all()
+        bpy.app.timers.register(lambda: screenshot("panel_done"), first_interval=ARGS.settle)
+        bpy.app.timers.register(lambda: finish({}), first_interval=ARGS.settle + 1.5)
+
+    bpy.app.timers.register(done, first_interval=0.5)
+
+
 def watch():
+    """Screenshot the panel mid-job; give up only when the job stalls (no new progress) or runs absurdly long."""
+    if STATE["finished"]:
+        return None
     st = bpy.context.window_manager.trellis_status
+    now = time.time()
+    progress = (st.state, st.stage, st.step)
+    if progress != STATE["progress"]:
+        STATE["progress"], STATE["progress_at"] = progress, now
     if st.state == "RUNNING" and st.stage in ("sparse_structure", "slat") and not STATE["saw_running"] \
             and st.step >= 2:
         STATE["saw_running"] = True
         bpy.app.timers.register(lambda: screenshot("panel_running"), first_interval=0.3)
-    if st.state in ("DONE", "FAILED", "CANCELLED"):
-        def done():
-            window, area = view3d()
-            region = next(r for r in area.regions if r.type == "WINDOW")
-            try:
-                with bpy.context.temp_override(window=window, area=area, region=region):
-                    bpy.ops.view3d.view_selected()
-            except RuntimeError as exc:
-                print("view_selected failed:", exc)
-            area.spaces.active.shading.type = "SOLID"
-            bpy.app.timers.register(lambda: screenshot("panel_done"), first_interval=1.0)
-            bpy.app.timers.register(lambda: finish({}), first_interval=2.5)
-        bpy.app.timers.register(done, first_interval=0.5)
-        return None
-    if time.time() - STATE["t0"] > ARGS.timeout:
-        finish({"timeout": True})
+    stalled = now - STATE["progress_at"] > ARGS.stall_timeout
+    if stalled or now - STATE["t0"] > ARGS.timeout:
+        jobs_module().controller().cancel()
+        finish({"timeout": "no progress for %.0f s" % ARGS.stall_timeout if stalled else
+                "over %.0f s" % ARGS.timeout, "last_progress": list(progress)})
         return None
     return 0.1
 
@@ -147,7 +172,8 @@ def start():
     s.prompt, s.seed = ARGS.prompt, 1
     s.custom_sampling, s.ss_steps, s.slat_steps = True, ARGS.steps, ARGS.steps
     window, area = view3d()
-    STATE["t0"] = time.time()
+    jobs_module().controller().on_finish.append(on_job_finished)
+    STATE["t0"] = STATE["progress_at"] = time.time()
     with bpy.context.temp_override(window=window, area=area):
         ret = bpy.ops.trellis.generate()  # interactive: returns at once
     STATE["result"]["returned_after_s"] = round(time.time() - STATE["t0"], 3)

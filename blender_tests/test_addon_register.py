@@ -60,21 +60,21 @@ def test_panel_draws_in_every_state(addon):
         scene = bpy.context.scene
         window_manager = bpy.context.window_manager
 
-    from trellis_blender import jobs
+    from trellis_blender.core import backend_setup
 
     st = bpy.context.window_manager.trellis_status
     setups = [{}, {"state": "running", "step": "Installing", "lines": ["Collecting torch"] * 5},
               {"state": "failed", "error": "pip failed", "hint": "check the network"}, {"state": "done", "lines": ["x"]}]
-    saved = jobs.setup_state
+    saved = backend_setup.snapshot
     for i, state in enumerate(("IDLE", "STARTING", "RUNNING", "CANCELLING", "DONE", "FAILED", "CANCELLED")):
-        jobs.setup_state = lambda i=i: setups[i % len(setups)]
+        backend_setup.snapshot = lambda i=i: setups[i % len(setups)]
         st.state, st.stage, st.step, st.total = state, "slat", 3, 25
         st.error_type, st.error_message, st.error_hint = "X", "went wrong " * 20, "do this " * 20
         stub = type("P", (), {"layout": Layout()})()
         try:
             panel.VIEW3D_PT_trellis.draw(stub, Ctx())
         finally:
-            jobs.setup_state = saved
+            backend_setup.snapshot = saved
     st.state = "IDLE"
 
 

@@ -44,6 +44,7 @@ def test_batch_with_bpy_module(real_models, tmp_path):
     _check_outputs(result)
 
 
+@pytest.mark.blender_binary
 @pytest.mark.skipif(shutil.which("blender") is None, reason="no blender binary (apt-get install blender python3-numpy)")
 def test_batch_with_blender_binary(real_models, tmp_path):
     code, result = _run(["blender", "-b", "--factory-startup", "-P", SCRIPT,

@@ -63,7 +63,9 @@ def test_gaussian_ply_becomes_point_cloud_with_activated_attributes(addon, sampl
     scale = _attr(mesh, "scale", "vector", 3)
     np.testing.assert_allclose(scale[:, 0], np.exp(raw["scale_0"]), rtol=1e-5)
     color = _attr(mesh, "color", "color", 4)
-    np.testing.assert_allclose(color[:, 1], np.clip(0.28209479 * np.array(raw["f_dc_1"]) + 0.5, 0, 1), atol=1e-5)
+    srgb = np.clip(0.28209479 * np.array(raw["f_dc_1"]) + 0.5, 0, 1)  # the DC term is an sRGB display colour
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)  # Blender's are linear
+    np.testing.assert_allclose(color[:, 1], linear, atol=1e-5)
     # positions: the PLY stores (x, -z, y); Blender gets z-up back
     co = np.empty(300 * 3, dtype=np.float32)
     mesh.vertices.foreach_get("co", co)
@@ -74,15 +76,16 @@ def test_gaussian_ply_becomes_point_cloud_with_activated_attributes(addon, sampl
     q = np.concatenate([_attr(mesh, "rotation_w", "value", 1)[:, None], _attr(mesh, "rotation", "vector", 3)], 1)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
 
-    # geometry nodes display the splats as real geometry
+    # geometry nodes display every splat as an icosphere instance that keeps its own frame
     mod = obj.modifiers["TRELLIS Splats"]
     assert mod.type == "NODES" and mod.node_group is not None
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    evaluated = obj.evaluated_get(depsgraph).to_mesh()
-    assert len(evaluated.vertices) == 300 * 12 and len(evaluated.polygons) == 300 * 20  # ico spheres, detail 1
-    assert {"color", "splat_color", "opacity"} <= set(evaluated.attributes.keys())
-    obj.evaluated_get(depsgraph).to_mesh_clear()
-    assert obj.material_slots[0].material.node_tree.nodes.get("Attribute").attribute_name == "splat_color"
+    shown = [inst.object.type for inst in depsgraph.object_instances
+             if inst.is_instance and inst.parent and inst.parent.original == obj]
+    assert shown == ["MESH"] * 300
+    nodes = obj.material_slots[0].material.node_tree.nodes
+    assert {(n.attribute_name, n.attribute_type) for n in nodes if n.type == "ATTRIBUTE"} == {
+        ("splat_color", "INSTANCER"), ("opacity", "INSTANCER")}
 
     assert obj["trellis_kind"] == "gaussians" and obj["trellis_sidecar"] == "/x.npz"
     assert obj["trellis_prompt"] == "splats" and obj["trellis_seed"] == 4
@@ -121,7 +124,7 @@ def test_glb_becomes_mesh_with_vertex_colour_material(addon, sample_files):
     colors = obj.data.color_attributes
     assert len(colors) >= 1 and colors.active_color is not None
     mat = obj.active_material
-    assert mat is not None and mat.use_nodes
+    assert mat is not None and mat.node_tree is not None
     vc = [n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeVertexColor"]
     assert vc and vc[0].layer_name == colors.active_color.name
     bsdf = next(n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
@@ -158,7 +161,7 @@ def test_failed_import_removes_only_what_it_created(addon, sample_files, tmp_pat
 
 
 def test_ply_reader_formats(tmp_path):
-    from trellis_blender.importers.ply_reader import PLYError, read_ply
+    from trellis_blender.core.ply_reader import PLYError, read_ply
 
     vals = np.array([[1.5, -2.0], [3.25, 4.0]], dtype=np.float32)
     header = "ply\nformat {}\nelement vertex 2\nproperty float a\nproperty float b\nend_header\n"

@@ -20,7 +20,7 @@ INSTALL_AND_RUN = r"""
 import json, os, sys
 import bpy
 mode, zip_path, backend_python, model, tests_dir, out_dir = sys.argv[-6:]
-if mode == "extension":
+if mode.startswith("extension"):
     assert bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
                                                     enable_on_install=True) == {"FINISHED"}
     module = "bl_ext.user_default.trellis_blender"
@@ -33,10 +33,29 @@ pkg = sys.modules[module]
 report = {"file": pkg.__file__, "has_op": bpy.ops.trellis.generate.poll()}
 prefs = bpy.context.preferences.addons[module].preferences
 jobs = sys.modules[module + ".jobs"]
-paths = sys.modules[module + ".paths"]
+paths = sys.modules[module + ".core.paths"]
 report["pythonpath"] = paths.backend_pythonpath()
 report["embedded_model"] = paths.embedded_model_dir()
-if backend_python:
+if backend_python and mode == "extension-image":
+    # as a user would: only the backend interpreter is set; model folder, outputs, sampling are the defaults
+    prefs.python_path, prefs.device = backend_python, "cpu"
+    img = bpy.data.images.new("cond", 128, 128, alpha=True)
+    px = [0.0] * (128 * 128 * 4)
+    for y in range(32, 96):
+        for x in range(40, 88):
+            px[(y * 128 + x) * 4: (y * 128 + x) * 4 + 4] = (0.85, 0.15, 0.1, 1.0)
+    img.pixels.foreach_set(px)
+    img.filepath_raw, img.file_format = os.path.join(out_dir, "red_block.png"), "PNG"
+    os.makedirs(out_dir, exist_ok=True)
+    img.save()
+    settings = bpy.context.scene.trellis
+    settings.image_source, settings.image_path = "FILE", img.filepath_raw
+    report["generate"] = sorted(bpy.ops.trellis.generate())
+    status = bpy.context.window_manager.trellis_status
+    report["state"], report["error"] = status.state, status.error_type + ": " + status.error_message
+    report["ready"] = jobs.controller().client.ready_info or {}
+    report["objects"] = {o.name: o.type for o in bpy.data.collections["TRELLIS"].objects}
+elif backend_python:
     prefs.python_path, prefs.model_dir, prefs.device, prefs.output_dir = backend_python, model, "cpu", out_dir
     ctl = jobs.controller()
     ctl.extra_backend_args = ("--pipeline-factory", "test_server_double:load")
@@ -48,7 +67,7 @@ if backend_python:
     report["error"] = bpy.context.window_manager.trellis_status.error_message
     report["backend_package"] = (ctl.client.ready_info or {}).get("backend_package")
     report["objects"] = [o.name for o in bpy.data.collections["TRELLIS"].objects]
-if mode == "extension":
+if mode.startswith("extension"):
     bpy.ops.extensions.package_uninstall(repo_index=[r.module for r in
                                          bpy.context.preferences.extensions.repos].index("user_default"),
                                          pkg_id="trellis_blender")
@@ -71,6 +90,7 @@ def built_zip(tmp_path_factory):
 
 
 def test_zip_layout(built_zip):
+    """The runtime and both embedded models, no lab (training, data, random-model maker, benchmarks)."""
     names = zipfile.ZipFile(built_zip).namelist()
     assert "trellis_blender/__init__.py" in names and "trellis_blender/blender_manifest.toml" in names
     assert "trellis_blender/backend/trellis_backend/server/app.py" in names
@@ -78,8 +98,16 @@ def test_zip_layout(built_zip):
     assert "trellis_blender/backend/requirements.txt" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert not any(n.startswith("trellis_blender/tests") or "test_server_double" in n for n in names)
+    lab = ("/trellis_lab/", "/trellis_bench/", "trellis_backend/training/", "trellis_backend/data/",
+           "random_model.py", "trellis_kernels/bench", "product_timing.py")
+    assert not [n for n in names if any(part in n for part in lab)]
+    for model in ("trellis-embedded", "trellis-embedded-image"):
+        if os.path.exists(os.path.join(ROOT, "models", model, "pipeline.json")):
+            assert "trellis_blender/models/%s/pipeline.json" % model in names
+            shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith("trellis_blender/models/%s/ckpts/" % model)}
+            assert shipped == set(os.listdir(os.path.join(ROOT, "models", model, "ckpts")))
     src = zipfile.ZipFile(built_zip)
-    assert src.read("trellis_blender/protocol.py") == src.read("trellis_blender/backend/trellis_backend/server/protocol.py")
+    assert src.read("trellis_blender/core/protocol.py") == src.read("trellis_blender/backend/trellis_backend/server/protocol.py")
 
 
 def _install(mode, built_zip, tmp_path):
@@ -95,7 +123,7 @@ def _install(mode, built_zip, tmp_path):
     (model / "pipeline.json").write_text("{}")
     backend = BACKEND_PYTHON if backend_python_available() else ""
     proc = subprocess.run([sys.executable, "-c", INSTALL_AND_RUN, mode, built_zip, backend, str(model), TESTS_DIR,
-                           str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=900)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
     assert lines, "install script failed:\n%s\n%s" % (proc.stdout[-3000:], proc.stderr[-3000:])
     return json.loads(lines[-1][len("REPORT "):]), profile
@@ -123,3 +151,18 @@ def test_installs_as_legacy_addon(built_zip, tmp_path):
         assert report["state"] == "DONE", report
         assert report["backend_package"] == os.path.join(os.path.dirname(report["file"]), "backend", "trellis_backend")
     assert report["unregistered"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bpy.app.version < (4, 2, 0), reason="extensions need Blender 4.2+")
+@pytest.mark.skipif(not backend_python_available(), reason="no backend interpreter")
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "models", "trellis-embedded-image", "pipeline.json")),
+                    reason="this checkout has no embedded image model")
+def test_installed_zip_generates_from_an_image_with_default_settings(built_zip, tmp_path):
+    """A fresh install answers an image with the bundled image model (not 'a text model cannot take an image')."""
+    report, profile = _install("extension-image", built_zip, tmp_path)
+    install_dir = os.path.dirname(report["file"])
+    assert report["generate"] == ["FINISHED"] and report["state"] == "DONE", report
+    assert report["ready"]["model"] == os.path.join(install_dir, "models", "trellis-embedded-image")
+    assert report["ready"]["backend_package"] == os.path.join(install_dir, "backend", "trellis_backend")
+    assert sorted(report["objects"].values()) == ["MESH", "MESH"], report["objects"]  # mesh + splats

@@ -137,7 +137,7 @@ def test_interpreter_without_backend_packages_explains_setup(fake_model, tmp_pat
     ctl.extra_pythonpath = ()
     # Blender's own Python has no trellis_backend on its path once PYTHONPATH is empty.
     bpy.context.preferences.addons["trellis_blender"].preferences.python_path = sys.executable
-    import trellis_blender.paths as paths
+    import trellis_blender.core.paths as paths
 
     saved = paths.backend_pythonpath
     paths.backend_pythonpath = lambda: []
@@ -198,3 +198,22 @@ def test_unregister_stops_backend(fake_model, addon_module):
         assert proc.wait(10) == 0  # clean shutdown, not a kill
     finally:
         addon_module.register()
+
+
+def test_import_failure_fails_the_job_and_leaves_the_scene(fake_model, monkeypatch):
+    """A result that cannot be imported ends the job as ImportFailed (through the Job's own apply)."""
+    from trellis_blender import importers
+
+    def broken(context, files, settings):
+        raise ValueError("unreadable file")
+
+    monkeypatch.setattr(importers, "import_result", broken)
+    add_user_objects()
+    before = scene_fingerprint()
+    bpy.context.scene.trellis.prompt = "a chair"
+    generate_fails()
+    job = _ctl().job
+    assert job.state == "failed" and job.error_type == "ImportFailed" and "unreadable file" in job.error_message
+    st = status()
+    assert st.state == "FAILED" and st.error_type == "ImportFailed" and ".glb" in st.error_hint
+    assert scene_fingerprint() == before

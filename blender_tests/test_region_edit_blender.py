@@ -141,7 +141,7 @@ def test_regenerate_vertex_selection_async(addon, real_models):
     _marker_undo_step()
 
     assert bpy.ops.trellis.regenerate_selection(run_mode="ASYNC") == {"FINISHED"}, status().error_message
-    pump_until(lambda: not jobs.controller().busy, timeout=90)
+    pump_until(lambda: not jobs.controller().busy, timeout=900)  # a deadline only: a loaded 2-core CI is slow
     assert status().state == "DONE", (status().error_type, status().error_message)
     region = jobs.controller().job.params["region"]
     voxels = {tuple(v) for v in region["voxels"]}
@@ -298,10 +298,11 @@ def start():
 def guard():
     R["timeout"] = True; finish()
 bpy.app.timers.register(start, first_interval=1.0)
-bpy.app.timers.register(guard, first_interval=240)
+bpy.app.timers.register(guard, first_interval=1200)  # a deadline only: steps wait on the job's own state
 '''
 
 
+@pytest.mark.blender_binary
 @pytest.mark.skipif(not (shutil.which("blender") and shutil.which("xvfb-run")), reason="needs blender and xvfb-run")
 def test_interactive_undo_is_one_step(real_models, tmp_path):
     from conftest import BACKEND_PYTHON, ROOT
@@ -317,7 +318,7 @@ def test_interactive_undo_is_one_step(real_models, tmp_path):
                     "bpy.ops.wm.save_as_mainfile(filepath=%r)" % empty], env=env, check=True, capture_output=True,
                    timeout=120)
     proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "blender", "--factory-startup", empty,
-                           "-P", str(script)], env=env, capture_output=True, text=True, timeout=280)
+                           "-P", str(script)], env=env, capture_output=True, text=True, timeout=1500)
     assert (out / "r.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads((out / "r.json").read_text())
     assert not r.get("timeout") and r["edit_state"][0] == "DONE", r

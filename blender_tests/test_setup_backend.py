@@ -22,46 +22,47 @@ def _setup(tmp_path, requirements_text, verify="trellis_backend.server", base=""
 
 
 def test_setup_creates_venv_and_verifies(addon, tmp_path):
-    from trellis_blender import jobs, paths
+    from trellis_blender.core import backend_setup, paths
 
     assert _setup(tmp_path, "pip\n") == {"FINISHED"}
-    state = jobs.setup_state()
+    state = backend_setup.snapshot()
     assert state["state"] == "done", state
     python = paths.venv_python(str(tmp_path / "venv"))
     assert os.path.exists(python) and state["python"] == python
     assert any("verified: trellis_backend.server" in ln for ln in state["lines"])
     # a second run reuses the environment (no re-creation step)
     assert _setup(tmp_path, "pip\n") == {"FINISHED"}
-    assert not any(ln.startswith("== Creating") for ln in jobs.setup_state()["lines"])
+    assert not any(ln.startswith("== Creating") for ln in backend_setup.snapshot()["lines"])
 
 
 def test_pip_failure_is_explained(addon, tmp_path):
-    from trellis_blender import jobs
+    from trellis_blender.core import backend_setup
 
     with pytest.raises(RuntimeError, match="Backend setup failed while installing requirements"):
         _setup(tmp_path, "./no-such-local-package-dir\n")
-    state = jobs.setup_state()
+    state = backend_setup.snapshot()
     assert state["state"] == "failed" and "internet" in state["hint"]
 
 
 def test_missing_module_after_install_is_explained(addon, tmp_path):
-    from trellis_blender import jobs
+    from trellis_blender.core import backend_setup
 
     with pytest.raises(RuntimeError, match="checking the installation"):
         _setup(tmp_path, "pip\n", verify="no_such_module_xyz")
-    assert "does not import" in jobs.setup_state()["hint"]
+    assert "does not import" in backend_setup.snapshot()["hint"]
 
 
 def test_bad_base_python_is_explained(addon, tmp_path):
-    from trellis_blender import jobs
+    from trellis_blender.core import backend_setup
 
     with pytest.raises(RuntimeError, match="Backend setup failed"):
         _setup(tmp_path, "pip\n", base=str(tmp_path / "no-python"))
-    assert "Python for setup" in jobs.setup_state()["hint"]
+    assert "Python for setup" in backend_setup.snapshot()["hint"]
 
 
 def test_setup_venv_is_the_default_interpreter(addon, tmp_path, monkeypatch):
-    from trellis_blender import paths, preferences
+    from trellis_blender import preferences
+    from trellis_blender.core import paths
 
     monkeypatch.setenv(paths.DATA_DIR_ENV, str(tmp_path / "data"))
     venv = paths.setup_venv_dir(preferences.data_dir())

@@ -22,11 +22,17 @@ def _tetra(colors=True):
 
 
 def vertex_colors(mesh):
-    """COLOR_0 as trimesh exposes it (a material keeps the visual a TextureVisuals)."""
+    """COLOR_0 as trimesh exposes it (a material keeps the visual a TextureVisuals), as sRGB bytes.
+
+    COLOR_0 is linear (float in our files): encode it with the sRGB transfer to compare with the
+    display colours the pipeline computed."""
     attrs = getattr(mesh.visual, "vertex_attributes", None)
-    if attrs is not None and "color" in attrs:
-        return np.asarray(attrs["color"])
-    return np.asarray(mesh.visual.vertex_colors)
+    col = np.asarray(attrs["color"] if attrs is not None and "color" in attrs else mesh.visual.vertex_colors)
+    if col.dtype.kind != "f":
+        col = col / 255.0
+    rgb = np.clip(col[:, :3], 0, 1)
+    srgb = np.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * rgb ** (1 / 2.4) - 0.055)
+    return np.concatenate([np.round(srgb * 255), np.round(np.clip(col[:, 3:], 0, 1) * 255)], axis=1).astype(int)
 
 
 def glb_json(path):
@@ -47,7 +53,11 @@ def test_glb_vertex_colours_material_and_axes(tmp_path):
     pbr = js["materials"][0]["pbrMetallicRoughness"]
     assert pbr["metallicFactor"] == 0 and pbr["roughnessFactor"] == 1
     assert all(p["material"] == 0 for m in js["meshes"] for p in m["primitives"])
-    assert "COLOR_0" in js["meshes"][0]["primitives"][0]["attributes"]
+    color_accessor = js["accessors"][js["meshes"][0]["primitives"][0]["attributes"]["COLOR_0"]]
+    assert color_accessor["componentType"] == 5126 and color_accessor["type"] == "VEC4"  # float, linear
+    # glTF's COLOR_0 is linear: the display colour (1, 0, 0.2) is stored as (1, 0, 0.0331)
+    assert np.allclose(color_accessor["max"], [1.0, 0.0, ((0.2 + 0.055) / 1.055) ** 2.4, 1.0], atol=1e-6)
+    assert not any(k.startswith("_") for k in js["meshes"][0]["primitives"][0]["attributes"])
     scene = trimesh.load(str(path))
     mesh = list(scene.geometry.values())[0]
     assert len(mesh.vertices) == 4 and len(mesh.faces) == 4
@@ -68,6 +78,10 @@ def test_force_pbr_material_adds_missing_metallic():
     assert js["meshes"][0]["primitives"][0]["material"] == 0
     assert len(fixed) % 4 == 0
     assert len(trimesh.load(trimesh.util.wrap_as_stream(fixed), file_type="glb").geometry) == 1
+
+
+def test_srgb_to_linear_matches_the_standard():
+    assert np.allclose(export.srgb_to_linear([0.0, 0.04045, 0.5, 1.0]), [0.0, 0.04045 / 12.92, 0.21404, 1.0], atol=1e-5)
 
 
 def test_glb_colour_fallbacks(tmp_path):

@@ -220,7 +220,7 @@ def test_folder_errors_name_the_file(folders, tmp_path):
 
 
 def test_device_and_dtype_choice():
-    from trellis_backend.pipeline.pipeline import choose_device, choose_dtype
+    from trellis_backend.pipeline.folder import choose_device, choose_dtype
 
     assert choose_dtype(torch.device("cpu")) == torch.float32
     assert choose_dtype(torch.device("cpu"), "bf16") == torch.bfloat16

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ADDON_COPY = os.path.join(ROOT, "addon", "protocol.py")
+ADDON_COPY = os.path.join(ROOT, "addon", "core", "protocol.py")
 SERVER_COPY = os.path.join(ROOT, "backend", "trellis_backend", "server", "protocol.py")
 sys.path.insert(0, os.path.join(ROOT, "backend"))
 
@@ -16,7 +16,7 @@ from trellis_backend.server import protocol as P  # noqa: E402
 
 def test_addon_and_server_copies_are_byte_identical():
     with open(ADDON_COPY, "rb") as a, open(SERVER_COPY, "rb") as b:
-        assert a.read() == b.read(), "run: cp addon/protocol.py backend/trellis_backend/server/protocol.py"
+        assert a.read() == b.read(), "run: cp addon/core/protocol.py backend/trellis_backend/server/protocol.py"
 
 
 def test_protocol_imports_only_stdlib():
@@ -82,6 +82,11 @@ def test_nan_is_refused_at_encode():
     (P.GENERATE, {"prompt": "x", "seed": -1}, "seed"),
     (P.GENERATE, {"prompt": "x", "seed": True}, "seed"),
     (P.GENERATE, {"prompt": "x", "ss_cfg": "high"}, "ss_cfg"),
+    (P.GENERATE, {"image": []}, "non-empty list of file paths"),
+    (P.GENERATE, {"image": ["/a.png", 3]}, "non-empty list of file paths"),
+    (P.GENERATE, {"image": ["/a.png", "/b.png"], "multi_image_mode": "average"}, "multi_image_mode"),
+    (P.EDIT, {"prompt": "x", "sidecar_path": "/s", "region": {}, "multi_image_mode": "stochastic"},
+     "unknown parameter 'multi_image_mode'"),
     (P.EDIT, {"prompt": "x"}, "sidecar_path"),
     (P.EDIT, {"prompt": "x", "sidecar_path": "/s"}, "region"),
 ])
@@ -94,6 +99,8 @@ def test_valid_params_have_no_problems():
     assert P.validate_job_params(P.GENERATE, {"image": "/x.png", "seed": 0, "ss_steps": 12, "slat_cfg": 3,
                                               "formats": ["mesh"], "output_dir": "/o", "name": "n"}) == []
     assert P.validate_job_params(P.EDIT, {"sidecar_path": "/s", "region": {"voxels": [[1, 2, 3]]}}) == []
+    for mode in P.MULTI_IMAGE_MODES:
+        assert P.validate_job_params(P.GENERATE, {"image": ["/a.png", "/b.png"], "multi_image_mode": mode}) == []
 
 
 def test_job_happy_path():

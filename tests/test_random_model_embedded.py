@@ -15,11 +15,15 @@ def test_cli_offers_the_embedded_size():
     assert args.size == "embedded" and args.steps is None and args.family == "trellis"
 
 
-def test_trellis2_family_is_refused_with_a_hint(tmp_path, capsys):
-    code = main(["make-random-model", "--family", "trellis2", "--kind", "image", "--out", str(tmp_path / "t2")])
+def test_family_options_that_do_not_combine_are_refused_with_a_hint(tmp_path, capsys):
+    code = main(["make-random-model", "--family", "trellis2", "--size", "embedded", "--out", str(tmp_path / "t2")])
     err = capsys.readouterr().err
-    assert code == 2 and "error: --family trellis2" in err and "hint: use --family trellis" in err
-    assert not (tmp_path / "t2").exists()
+    assert code == 2 and "error: --family trellis2 has no embedded size" in err and "hint: use --size tiny" in err
+    code = main(["make-random-model", "--family", "trellis2", "--kind", "text", "--out", str(tmp_path / "t2")])
+    assert code == 2 and "image-conditioned" in capsys.readouterr().err
+    code = main(["make-random-model", "--out", str(tmp_path / "t1")])
+    assert code == 2 and "hint: add --kind image or --kind text" in capsys.readouterr().err
+    assert not (tmp_path / "t2").exists() and not (tmp_path / "t1").exists()
 
 
 def test_embedded_random_folder(tmp_path):

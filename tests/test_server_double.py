@@ -33,7 +33,7 @@ class FakePipeline:
         self.device = device
         self.calls = 0
 
-    def _run(self, kind, prompt, image, seed, formats, output_dir, name, progress, cancel, steps=4):
+    def _run(self, kind, prompt, image, seed, formats, output_dir, name, progress, cancel, steps=4, **extra_meta):
         prompt = prompt or ""
         self.calls += 1
         delay = 0.2 if "slow" in prompt else 0.01
@@ -67,16 +67,16 @@ class FakePipeline:
         with open(files["slat"], "wb") as fh:
             fh.write(b"fake slat")
         meta = {"kind": kind, "prompt": prompt, "image": image, "seed": seed, "device": self.device,
-                "calls": self.calls}
+                "calls": self.calls, **extra_meta}
         with open(os.path.join(output_dir, name + ".json"), "w") as fh:
             json.dump(meta, fh)
         return {"files": files, "meta": meta}
 
     def generate(self, prompt=None, image=None, seed=0, ss_steps=None, slat_steps=None, ss_cfg=None,
                  slat_cfg=None, formats=("mesh", "gaussians"), output_dir=".", name="out", progress=None,
-                 cancel=None):
+                 cancel=None, multi_image_mode="stochastic"):
         return self._run("generate", prompt, image, seed, formats, output_dir, name, progress, cancel,
-                         steps=ss_steps or 4)
+                         steps=ss_steps or 4, multi_image_mode=multi_image_mode)
 
 
 

@@ -67,7 +67,7 @@ def test_read_once_override_and_reset(monkeypatch):
 def test_runtime_reads_the_settings(tmp_path):
     import trellis_kernels
     from trellis_backend.pipeline.conditioning.dinov2 import checkpoint_search_paths
-    from trellis_backend.pipeline.pipeline import resolve_model_ref
+    from trellis_backend.pipeline.folder import resolve_model_ref
     from trellis_backend.sparse import get_conv_backend, set_conv_backend
 
     set_conv_backend(None)  # no explicit choice (other tests pick one): the settings decide

@@ -10,6 +10,9 @@ import re
 
 import bpy
 
+from ..preferences import get_prefs
+from . import gaussians, mesh
+
 COLLECTION_NAME = "TRELLIS"
 
 
@@ -26,7 +29,8 @@ def trellis_collection(scene):
 def object_base_name(settings):
     text = (settings.get("prompt") or "").strip()
     if not text and settings.get("image"):
-        text = re.sub(r"\.[A-Za-z0-9]+$", "", settings["image"].replace("\\", "/").rsplit("/", 1)[-1])
+        first = settings["image"].split(";")[0]  # several images: named after the first
+        text = re.sub(r"\.[A-Za-z0-9]+$", "", first.replace("\\", "/").rsplit("/", 1)[-1])
     text = re.sub(r"\s+", " ", text)[:40].strip() or "asset"
     return "TRELLIS %s" % text
 
@@ -49,8 +53,6 @@ def show_colors_in_solid(context):
     Done for Workbench renders (scene display) always, and for open viewports unless the
     'Show colours in Solid view' preference is off.
     """
-    from ..preferences import get_prefs
-
     try:
         context.scene.display.shading.color_type = "VERTEX"
     except (AttributeError, TypeError):
@@ -67,7 +69,8 @@ def show_colors_in_solid(context):
                         space.shading.color_type = "VERTEX"
 
 
-def _remove(objects):
+def remove_objects(objects):
+    """Delete objects (and meshes nothing else uses) that an import or edit created."""
     for obj in objects:
         try:
             data = obj.data
@@ -80,8 +83,6 @@ def _remove(objects):
 
 def import_result(context, files, settings):
     """Import the files a job produced; returns the new objects (mesh first, then splats)."""
-    from . import gaussians, mesh
-
     outputs = settings.get("outputs", "BOTH")
     base = object_base_name(settings)
     created = []
@@ -93,7 +94,10 @@ def import_result(context, files, settings):
                 tag_object(obj, "mesh", files, settings)
                 imported.append(obj)
         if outputs in ("BOTH", "GAUSSIANS") and files.get("ply"):
-            obj = gaussians.import_ply(context, files["ply"], base + " splats", collection, created)
+            scene_settings = getattr(context.scene, "trellis", None)
+            display = dict(display=scene_settings.splat_display,
+                           viewport_limit=scene_settings.splat_viewport_limit) if scene_settings else {}
+            obj = gaussians.import_ply(context, files["ply"], base + " splats", collection, created, **display)
             tag_object(obj, "gaussians", files, settings)
             imported.append(obj)
         if not imported:
@@ -105,5 +109,5 @@ def import_result(context, files, settings):
         show_colors_in_solid(context)
         return imported
     except BaseException:
-        _remove(created)
+        remove_objects(created)
         raise

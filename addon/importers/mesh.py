@@ -10,6 +10,8 @@ and the material's viewport colour set to the mean colour for Solid/Material.
 import bpy
 import numpy as np
 
+from .node_trees import with_nodes
+
 
 def _ensure_gltf_importer():
     if hasattr(bpy.ops.import_scene, "gltf"):
@@ -36,13 +38,14 @@ def _window_override():
 
 
 def _has_texture(material):
-    return bool(material and material.use_nodes and any(n.type == "TEX_IMAGE" for n in material.node_tree.nodes))
+    tree = material.node_tree if material else None
+    return bool(tree and any(n.type == "TEX_IMAGE" for n in tree.nodes))
 
 
 def vertex_color_material(name, attribute_name):
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
-    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    tree = with_nodes(mat)
+    nodes, links = tree.nodes, tree.links
     bsdf = next((n for n in nodes if n.type == "BSDF_PRINCIPLED"), None) or nodes.new("ShaderNodeBsdfPrincipled")
     attr = nodes.new("ShaderNodeVertexColor")  # the "Color Attribute" node
     attr.layer_name = attribute_name

@@ -19,9 +19,10 @@ from .sparse_cache import cached_downsample
 class AcceleratedPath(FastPath):
     """Kernels, caches and the runner of one model; elementwise maths stay plain."""
 
+    # `accelerator`: the owning `accel.Accelerator` (typed Any: importing it here would make a circle)
     def __init__(self, accelerator: Any, sparse_conv: Optional[Callable] = None,
                  varlen_attention: Optional[Callable] = None, cache_downsample: bool = False):
-        self.accelerator = accelerator  # the owning `accel.Accelerator` (not imported here: no import cycle)
+        self.accelerator = accelerator
         self.sparse_conv = sparse_conv
         self.varlen_attention = varlen_attention
         self.cache_downsample = cache_downsample

@@ -27,9 +27,9 @@ def error_fields(exc: BaseException) -> dict:
     """type / message / hint of an exception, as plain strings (they cross process boundaries)."""
     hint = getattr(exc, "hint", "") or ""
     if not hint:
-        from ..pipeline.pipeline import _is_oom
+        from ..errors import is_out_of_memory
 
-        if _is_oom(exc):
+        if is_out_of_memory(exc):
             hint = "Out of memory: use fewer workers per GPU, fewer output formats, or fewer steps."
         else:
             hint = "An unexpected error: re-run this job alone with `generate --debug` to see the traceback."

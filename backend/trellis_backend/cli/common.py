@@ -16,7 +16,9 @@ EXIT_OOM = 4
 EXIT_MODEL = 5
 EXIT_CANCELLED = 130
 
-FORMAT_HELP = "comma-separated: glb (mesh), ply (Gaussians), slat (sidecar; always written); default glb,ply,slat"
+FORMAT_HELP = ("comma-separated: glb (mesh), ply (Gaussians), slat (sidecar; always written); default glb,ply,slat "
+               "(TRELLIS.2 folders: glb,slat -- a PBR-textured GLB and the latent sidecar)")
+DEFAULT_FORMATS = {"trellis": "glb,ply,slat", "trellis2": "glb,slat"}
 
 
 def exit_code(exc: TrellisError) -> int:
@@ -59,14 +61,15 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     cond.add_argument("--image", metavar="PATH", nargs="+",
                       help="condition image (image-conditioned models); several paths = multi-image conditioning")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--formats", default="glb,ply,slat", help=FORMAT_HELP)
+    p.add_argument("--formats", default=None, help=FORMAT_HELP)
     p.add_argument("--out", default="trellis_outputs", metavar="DIR", help="output folder (default ./trellis_outputs)")
     p.add_argument("--name", default=None, help="output file name stem (default: derived from the input)")
     p.add_argument("--background-threshold", type=float, default=None, metavar="T",
                    help="remove a plain background from an image without alpha: pixels within T*255 of the "
                         "border colour become transparent (T in [0, 1], e.g. 0.1)")
     p.add_argument("--texture-size", type=int, default=0, metavar="N",
-                   help="bake the GLB colours into an NxN texture (needs xatlas; default 0 = vertex colours)")
+                   help="bake the GLB colours into an NxN texture (needs xatlas; default 0 = vertex colours; "
+                        "TRELLIS.2: the PBR textures' size, 0 = 2048)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps of both stages (default: pipeline.json)")
     p.add_argument("--cfg", type=float, default=None, help="guidance strength of stage 2 (SLAT)")
     add_report_options(p)
@@ -99,19 +102,61 @@ def validate_generation_inputs(args) -> None:
         raise BadInputError("--texture-size must be between 0 and 8192")
     from ..pipeline.options import check_name, normalize_formats
 
-    args.formats_norm = normalize_formats(args.formats)
     if args.name is not None:
         check_name(args.name)
     try:
-        margs = json.loads((model / "pipeline.json").read_text()).get("args", {})
-    except Exception:
-        return  # the pipeline loader reports a damaged pipeline.json with details
+        config = json.loads((model / "pipeline.json").read_text())
+        margs = config.get("args", {})
+    except Exception:  # the pipeline loader reports a damaged pipeline.json with details
+        args.formats_norm = normalize_formats(args.formats or DEFAULT_FORMATS["trellis"])
+        return
+    from ..pipeline.family import family_of_config
+
+    args.family = family_of_config(config)
+    args.formats_norm = normalize_formats(args.formats or DEFAULT_FORMATS[args.family])
+    check_family_arguments(args)
     if margs.get("image_cond_model") and args.prompt is not None:
         raise BadInputError(f"{model} is an image-conditioned model; it cannot take a text prompt",
                             hint="Use --image with an RGBA image, or a text-conditioned model folder.")
     if margs.get("text_cond_model") and args.image:
         raise BadInputError(f"{model} is a text-conditioned model; it cannot take an image",
                             hint="Use --prompt, or an image-conditioned model folder.")
+
+
+# command-line options that only one model family takes (argparse dest -> option)
+TRELLIS_ONLY_ARGS = {"ss_cfg": "--ss-cfg", "cfg": "--cfg"}
+TRELLIS2_ONLY_ARGS = {"resolution": "--resolution", "max_tokens": "--max-tokens", "face_budget": "--face-budget"}
+
+
+def check_family_arguments(args) -> None:
+    """Options of the other model family than --model's get a clear error (needs ``args.family``)."""
+    from ..pipeline.options import check_family_options
+
+    if args.family == "trellis2" and args.prompt is not None:
+        raise BadInputError(f"{args.model} is a TRELLIS.2 model (image-conditioned); it cannot take a text prompt",
+                            hint="Use --image with an RGBA image, or a TRELLIS text-to-3D model folder.")
+    foreign = TRELLIS_ONLY_ARGS if args.family == "trellis2" else TRELLIS2_ONLY_ARGS
+    given = [flag for dest, flag in foreign.items() if getattr(args, dest, None) is not None]
+    if given:
+        other, this = ("TRELLIS", "TRELLIS.2") if args.family == "trellis2" else ("TRELLIS.2", "TRELLIS")
+        raise BadInputError(f"{', '.join(given)}: {other} option{'s' if len(given) > 1 else ''}, but {args.model} is a "
+                            f"{this} model folder", hint=f"Leave {' / '.join(given)} out, or use a {other} folder.")
+    if args.family == "trellis2" and args.image and len(args.image) > 1:
+        raise BadInputError("TRELLIS.2 takes one condition image", hint="Multi-image conditioning is a TRELLIS feature.")
+    check_family_options(args.family, {"formats": args.formats_norm})
+
+
+def require_trellis_folder(args, command: str) -> None:
+    """`command` (variants, edit) works on TRELLIS SLATs; a TRELLIS.2 --model gets a clear error before loading."""
+    from ..pipeline.family import detect_family
+
+    try:
+        family = detect_family(args.model)
+    except TrellisError:
+        return  # the pipeline loader reports a missing or damaged folder with details
+    if family == "trellis2":
+        raise BadInputError(f"'{command}' works on TRELLIS assets (SLAT sidecars); {args.model} is a TRELLIS.2 model "
+                            "folder", hint=f"Use a TRELLIS model folder for '{command}', or 'generate' with this one.")
 
 
 def default_name(args) -> str:
@@ -161,11 +206,11 @@ class Progress:
 
 
 def load_pipeline(args):
-    """The pipeline of --model with the loading options."""
-    from ..pipeline import TrellisPipeline
+    """The pipeline of --model (TRELLIS or TRELLIS.2, from its pipeline.json) with the loading options."""
+    from ..pipeline import load_pipeline as load_any
 
-    return TrellisPipeline.from_pretrained(args.model, models_root=args.models_root, device=args.device,
-                                           dtype=args.dtype, allow_network=args.allow_network)
+    return load_any(args.model, models_root=args.models_root, device=args.device, dtype=args.dtype,
+                    allow_network=args.allow_network)
 
 
 def report_result(args, result: dict) -> None:
@@ -175,6 +220,8 @@ def report_result(args, result: dict) -> None:
         return
     meta = result["meta"]
     parts = [f"{meta.get('voxels', 0)} voxels"]
+    if "resolution_mode" in meta:
+        parts.append(f"{meta['resolution_mode']} -> {meta['resolution']}^3")
     if "faces" in meta:
         parts.append(f"{meta['vertices']} vertices / {meta['faces']} faces")
     if "gaussians" in meta:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from ..errors import BadInputError
-from .common import add_loading_options, add_report_options, run_with_pipeline
+from .common import add_loading_options, add_report_options, require_trellis_folder, run_with_pipeline
 
 
 def region_from_args(args) -> dict:
@@ -51,6 +51,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    require_trellis_folder(args, "edit")
     if not Path(args.source).expanduser().is_file():
         raise BadInputError(f"--from sidecar not found: {args.source}",
                             hint="Give the <name>.slat.npz written next to the generated asset.")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BadInputError
-from .common import (add_generation_options, condition_image, default_name, run_with_pipeline,
-                     validate_generation_inputs)
+from .common import (add_generation_options, condition_image, default_name, require_trellis_folder,
+                     run_with_pipeline, validate_generation_inputs)
 
 
 def add_parser(subparsers):
@@ -17,6 +17,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    require_trellis_folder(args, "variants")
     validate_generation_inputs(args)
     if not Path(args.source).expanduser().is_file():
         raise BadInputError(f"--from file not found: {args.source}", hint="Give a SLAT sidecar (.npz) or a mesh file.")

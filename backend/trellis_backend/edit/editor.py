@@ -150,6 +150,9 @@ def edit_region(pipe, sidecar_path, region: dict, prompt: Optional[str] = None, 
     Without a new prompt/image the asset's own condition is reused (a new seed then gives a new variant
     of the region). Files go to `output_dir` (default: the sidecar's folder) under a new name.
     """
+    if getattr(pipe, "family", "trellis") != "trellis":
+        raise BadInputError("region editing works on TRELLIS assets; this is a TRELLIS.2 model",
+                            hint="Load the TRELLIS model folder the asset was made with.")
     sidecar_path = Path(sidecar_path).expanduser()
     old_coords_np, old_feats_np, old_settings = read_sidecar(sidecar_path)
     old_coords = torch.as_tensor(old_coords_np[:, -3:]).int()

@@ -5,7 +5,9 @@ renames it over the final name only when the file is complete, so a failure or a
 cancellation never leaves a partial file that looks complete.
 
 GLB: trimesh, vertex colours (COLOR_0; from the Gaussians when decoded, as the reference
-bakes its GLB texture from them, else the mesh decoder's colour channels), one PBR material (base colour white,
+bakes its GLB texture from them, else the mesh decoder's colour channels), written as linear float
+RGBA because glTF defines COLOR_0 as linear (the colours are sRGB display values until then; sRGB
+bytes in COLOR_0 render washed out, e.g. a red chair pink), one PBR material (base colour white,
 ``metallicFactor`` 0 written explicitly, ``roughnessFactor`` 1), z-up -> y-up
 (``(x, y, z) -> (x, z, -y)`` like the reference's ``to_glb``). Optionally a baked
 texture (``texture_size > 0``): UV atlas from xatlas when it is installed, the vertex
@@ -137,6 +139,29 @@ def _glb_assemble(js: dict, rest: bytes) -> bytes:
     return struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
 
 
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function inverted (IEC 61966-2-1), for colours in [0, 1]."""
+    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+LINEAR_COLOR_ATTRIBUTE = "_LINEAR_COLOR"  # trimesh's name for the float attribute that becomes COLOR_0
+
+
+def promote_linear_color(glb: bytes) -> bytes:
+    """Make the float ``_LINEAR_COLOR`` vertex attribute the primitives' ``COLOR_0``.
+
+    trimesh writes COLOR_0 only as normalised bytes; a float accessor under an application
+    name, renamed here, keeps full precision in the darks (glTF allows float VEC4 COLOR_0)."""
+    js, rest = _glb_chunks(glb)
+    for mesh in js.get("meshes", []):
+        for prim in mesh.get("primitives", []):
+            attrs = prim.get("attributes", {})
+            if LINEAR_COLOR_ATTRIBUTE in attrs:
+                attrs["COLOR_0"] = attrs.pop(LINEAR_COLOR_ATTRIBUTE)
+    return _glb_assemble(js, rest)
+
+
 def force_pbr_material(glb: bytes, metallic: float = 0.0, roughness: float = 1.0) -> bytes:
     """Ensure every primitive has a material with explicit metallicFactor/roughnessFactor."""
     js, rest = _glb_chunks(glb)
@@ -252,12 +277,11 @@ def write_glb(path: PathLike, mesh, gaussians=None, colors: Optional[np.ndarray]
                              visual=trimesh.visual.TextureVisuals(uv=uvs, material=material))
         textured = True
     else:
-        tm = trimesh.Trimesh(vertices, faces, process=False)
-        rgba = np.concatenate([(np.clip(colors, 0, 1) * 255 + 0.5).astype(np.uint8),
-                               np.full((len(colors), 1), 255, np.uint8)], axis=1)
-        tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=rgba)
+        linear = np.concatenate([srgb_to_linear(colors), np.ones((len(colors), 1))], axis=1).astype(np.float32)
+        tm = trimesh.Trimesh(vertices, faces, process=False, vertex_attributes={LINEAR_COLOR_ATTRIBUTE: linear})
+        tm.visual = trimesh.visual.ColorVisuals(tm)
         tm.visual.material = material
-    data = force_pbr_material(tm.export(file_type="glb"))
+    data = promote_linear_color(force_pbr_material(tm.export(file_type="glb")))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return {"vertices": int(len(tm.vertices)), "faces": int(len(tm.faces)), "textured": textured}
@@ -302,7 +326,13 @@ def read_sidecar(path: PathLike) -> Tuple[np.ndarray, np.ndarray, dict]:
         raise MissingFileError(f"SLAT sidecar not found: {path}", hint="Generate the asset again to get its sidecar.")
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "feats" not in z.files and "shape_feats" in z.files:
+                raise BadInputError(f"{path} is a TRELLIS.2 latent sidecar, not a TRELLIS SLAT sidecar",
+                                    hint="Read it with trellis_backend.pipeline.trellis2_latents.read_latents "
+                                         "(or Trellis2Pipeline.load_latents).")
             coords, feats, settings = z["coords"], z["feats"], json.loads(str(z["settings"]))
+    except BadInputError:
+        raise
     except Exception as e:
         raise BadInputError(f"cannot read SLAT sidecar {path}: {e}", hint="The sidecar is corrupt; generate again.") from e
     return coords.astype(np.int32), feats.astype(np.float32), settings

@@ -21,19 +21,17 @@ a seed gives the same noise on every device and identical results on the same de
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from .. import settings
 from ..errors import BadInputError, CheckpointMismatchError, MissingFileError, TrellisError
-from .options import check_name, normalize_formats
+from .folder import choose_device, choose_dtype, read_pipeline_document, resolve_model_ref
+from .model_folder import ModelFolder, attach_fast_path
+from .options import check_family_options, check_name, normalize_formats
 from .samplers import build_sampler
 from .sequence import GenerationRun, ProgressFn, check_cancel, free_memory
 
@@ -47,52 +45,12 @@ class EmptyStructureError(TrellisError):
     hint = "The model produced no occupied voxels for this input; try another seed or a higher stage-1 CFG."
 
 
-# ------------------------------------------------------------------ device / dtype
-def choose_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("CUDA was requested but no CUDA GPU is available to PyTorch",
-                            hint="Use --device cpu (slower), or install a CUDA build of PyTorch.")
-    return dev
-
-
-def choose_dtype(device: torch.device, dtype: Union[str, torch.dtype, None] = None) -> torch.dtype:
-    if isinstance(dtype, str):
-        names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                 "float16": torch.float16, "fp16": torch.float16, "auto": None}
-        if dtype not in names:
-            raise BadInputError(f"unknown dtype {dtype!r}", hint="Use float32, bfloat16 or float16.")
-        dtype = names[dtype]
-    if dtype is not None:
-        return dtype
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
 # ------------------------------------------------------------------ folder reading
 def read_pipeline_json(folder: Path) -> dict:
-    if not folder.exists():
-        raise MissingFileError(f"model folder not found: {folder}",
-                               hint="Pass the folder that contains pipeline.json (e.g. the embedded model's folder "
-                                    "or a downloaded TRELLIS release).")
-    if not folder.is_dir():
-        raise MissingFileError(f"model path is not a folder: {folder}",
-                               hint="Pass the folder that contains pipeline.json, not a file inside it.")
+    """pipeline.json of a TRELLIS folder, checked for what `TrellisPipeline` needs."""
+    config = read_pipeline_document(folder)
     cfg_file = folder / "pipeline.json"
-    if not cfg_file.is_file():
-        raise MissingFileError(f"no pipeline.json in model folder {folder}",
-                               hint="A TRELLIS model folder holds pipeline.json and ckpts/; check the path.")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointMismatchError(f"{cfg_file} is not valid JSON: {e}",
-                                      hint="Re-download the model folder; pipeline.json is damaged.") from e
-    args = config.get("args") if isinstance(config, dict) else None
-    if not isinstance(args, dict):
-        raise CheckpointMismatchError(f"{cfg_file} has no 'args' object")
+    args = config["args"]
     for key in ("models", "sparse_structure_sampler", "slat_sampler", "slat_normalization"):
         if key not in args:
             raise CheckpointMismatchError(f"{cfg_file} lacks args.{key}",
@@ -106,80 +64,6 @@ def read_pipeline_json(folder: Path) -> dict:
     return config
 
 
-def _is_repo_ref(ref: str) -> bool:
-    parts = ref.replace("\\", "/").split("/")
-    return len(parts) >= 4 and parts[2] == "ckpts"
-
-
-def resolve_model_ref(folder: Path, ref: str, models_root: Optional[Path] = None,
-                      allow_network: bool = False) -> Path:
-    """Path (without extension) of a model named in pipeline.json.
-
-    ``ckpts/<name>`` is relative to the folder. ``<org>/<repo>/ckpts/<name>`` (text releases
-    pointing at image-large decoders) is looked for under ``models_root`` (default: env
-    ``TRELLIS_MODELS_ROOT``, else the folder two levels up, as in ``<root>/<org>/<repo>``),
-    also as ``<root>/<repo>/ckpts/<name>``; from the Hugging Face hub only with
-    ``allow_network`` and huggingface_hub installed.
-    """
-    def complete(p: Path) -> bool:
-        return Path(f"{p}.json").is_file() and Path(f"{p}.safetensors").is_file()
-
-    tried: List[Path] = []
-    local = folder / ref
-    if complete(local):
-        return local
-    tried.append(local)
-    if _is_repo_ref(ref):
-        org, repo, rest = ref.split("/", 2)
-        roots = []
-        if models_root is not None:
-            roots.append(Path(models_root))
-        if settings.current().models_root:
-            roots.append(Path(settings.current().models_root))
-        roots += [folder.parent.parent, folder.parent]
-        for root in dict.fromkeys(roots):
-            for cand in (root / ref, root / repo / rest):
-                if cand not in tried:
-                    if complete(cand):
-                        return cand
-                    tried.append(cand)
-        if allow_network:
-            try:
-                from huggingface_hub import hf_hub_download
-            except Exception:
-                hf_hub_download = None
-            if hf_hub_download is not None:
-                try:
-                    js = hf_hub_download(f"{org}/{repo}", f"{rest}.json")
-                    hf_hub_download(f"{org}/{repo}", f"{rest}.safetensors")
-                    return Path(js[: -len(".json")])
-                except Exception as e:
-                    raise MissingFileError(f"could not download {org}/{repo}/{rest} from the hub: {e}",
-                                           hint=f"Download {org}/{repo} by hand into <models root>/{org}/{repo}.") from e
-    missing = []
-    for p in tried:
-        for ext in (".json", ".safetensors"):
-            if not Path(f"{p}{ext}").is_file():
-                missing.append(f"{p}{ext}")
-    hint = "Check that the model folder is complete (pipeline.json and every ckpts/<name>.json + .safetensors)."
-    if _is_repo_ref(ref):
-        org, repo = ref.split("/")[:2]
-        hint = (f"This pipeline uses models of {org}/{repo}: download that folder into <models root>/{org}/{repo} "
-                f"and pass --models-root <models root> (or set TRELLIS_MODELS_ROOT).")
-    raise MissingFileError(f"model '{ref}' not found; missing: " + ", ".join(missing[:6])
-                           + (" ..." if len(missing) > 6 else ""), hint=hint)
-
-
-def _load_model(path: Path, device: torch.device, dtype: torch.dtype):
-    from ..models import load_model, read_config
-
-    cfg = read_config(path)
-    overrides = {}
-    if "use_fp16" in cfg["args"] and dtype != torch.float16:
-        overrides["use_fp16"] = False  # float32 weights; bf16 runs through autocast
-    return load_model(path, device=device, **overrides)
-
-
 def model_input_dtype(model: torch.nn.Module) -> torch.dtype:
     """The dtype a model takes its input in: float32 for a half-precision torso (it casts inside)."""
     for p in model.parameters():
@@ -187,39 +71,15 @@ def model_input_dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def attach_fast_path(pipeline) -> Optional[Any]:
-    """The CUDA fast path's hook for `pipeline` (`accel.attach`: ``stage(name)``, ``add(model)``, ``detach()``);
-    None on the CPU, with TRELLIS_ACCEL=0, or when it cannot start (then a warning: the plain path still works)."""
-    if pipeline.device.type != "cuda":
-        return None
-    try:
-        from ..accel import attach
-    except ImportError:
-        return None
-    try:
-        return attach(pipeline)
-    except Exception as e:  # the plain path still works
-        warnings.warn(f"CUDA fast path disabled: {type(e).__name__}: {e}")
-        return None
-
-
 # ------------------------------------------------------------------------ pipeline
-class TrellisPipeline:
+class TrellisPipeline(ModelFolder):
     """Loaded TRELLIS pipeline. Build with `from_pretrained`."""
 
     def __init__(self, folder: Path, config: dict, model_paths: Dict[str, Path], conditioner, device: torch.device,
                  dtype: torch.dtype, models_root: Optional[Path] = None, allow_network: bool = False):
         args = config["args"]
-        self.folder = Path(folder)
-        self.config = config
-        self.name = config.get("name", "")
-        self.model_paths = model_paths
-        self.models: Dict[str, torch.nn.Module] = {}
+        self.init_models(folder, config, model_paths, device, dtype, models_root, allow_network)
         self.conditioner = conditioner
-        self.device = device
-        self.dtype = dtype
-        self.models_root = models_root
-        self.allow_network = allow_network
         self.sparse_structure_sampler = build_sampler(args["sparse_structure_sampler"])
         self.sparse_structure_sampler_params = dict(args["sparse_structure_sampler"].get("params", {}))
         self.slat_sampler = build_sampler(args["slat_sampler"])
@@ -227,7 +87,6 @@ class TrellisPipeline:
         self.slat_normalization = args["slat_normalization"]
         self.kind = "image" if args.get("image_cond_model") else "text"
         self.background_threshold: Optional[float] = None
-        self.fast_path = None  # the CUDA fast path's hook (`attach_fast_path`), set by from_pretrained
 
     # -------------------------------------------------------------- loading
     @classmethod
@@ -271,28 +130,6 @@ class TrellisPipeline:
                 pipe.get_model(key)
         pipe.fast_path = attach_fast_path(pipe)
         return pipe
-
-    def get_model(self, key: str) -> torch.nn.Module:
-        """A model of pipeline.json ``args.models`` (loaded on first use)."""
-        if key not in self.models:
-            refs = self.config["args"]["models"]
-            if key not in refs:
-                raise MissingFileError(f"{self.folder / 'pipeline.json'} has no model '{key}'",
-                                       hint="This model folder does not provide that output.")
-            path = self.model_paths.get(key) or resolve_model_ref(self.folder, refs[key], self.models_root,
-                                                                  self.allow_network)
-            self.model_paths[key] = path
-            self.models[key] = _load_model(path, self.device, self.dtype).eval()
-            if self.fast_path is not None:  # a model loaded after the first stage joins the fast path now
-                self.fast_path.add(self.models[key])
-        return self.models[key]
-
-    def precision(self):
-        """The context the models run in: autocast to the pipeline's dtype, or nothing (float32, or the
-        fast path, which holds the torso in the target dtype itself and runs with autocast off)."""
-        if self.dtype == torch.float32 or self.fast_path is not None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
 
     # ------------------------------------------------------------ condition
     def encode_condition(self, prompt: Optional[str] = None, image=None,
@@ -401,12 +238,14 @@ class TrellisPipeline:
                  slat_steps: Optional[int] = None, ss_cfg: Optional[float] = None, slat_cfg: Optional[float] = None,
                  formats=("mesh", "gaussians"), output_dir=None, name: str = "asset",
                  progress: Optional[ProgressFn] = None, cancel=None, *, background_threshold: Optional[float] = None,
-                 multi_image_mode: str = "stochastic", texture_size: int = 0) -> dict:
+                 multi_image_mode: str = "stochastic", texture_size: int = 0, **other_options) -> dict:
         """Generate one asset from a prompt or an image (path, PIL image, or a list for multi-image).
 
         Returns ``{"files": {"glb"|"ply"|"slat": path}, "meta": {...}, "outputs": {...}}``; files are
-        written only when `output_dir` is given (the SLAT sidecar always, with them).
+        written only when `output_dir` is given (the SLAT sidecar always, with them). TRELLIS.2-only options
+        (resolution, ...) get a `BadInputError`.
         """
+        check_family_options("trellis", other_options)
         fmts = normalize_formats(formats)
         if output_dir is not None:
             check_name(name)

@@ -2,12 +2,12 @@
 export, with progress reports, cancel checks between steps, per-step timings and out-of-memory advice.
 
 `TrellisPipeline.generate`, `TrellisPipeline.variants` and `trellis_backend.edit.edit_region` compose it
-from their own stages; a later family (TRELLIS.2: structure, shape and texture flows, PBR export) runs
-the same sequence with its own stage functions. A pipeline that a `GenerationRun` drives provides:
+from their own stages; `Trellis2Pipeline.generate` (TRELLIS.2: structure, shape and texture flows, PBR
+export) runs the same sequence with its own. A pipeline that a `GenerationRun` drives provides:
 
 - ``device`` and ``fast_path`` (None, or the CUDA fast path's hook: ``fast_path.stage(name)`` is a
   context manager around each sampling stage, see `trellis_backend.accel`);
-- ``encode_condition(prompt, image, background_threshold) -> (cond, info)``;
+- ``encode_condition(prompt, image, background_threshold, **options) -> (cond, info)``;
 - ``decode(latent, formats, progress) -> decoded`` and
   ``export(latent, decoded, formats, output_dir, name, settings, progress, cancel, texture_size) -> result``
   with ``result = {"files": ..., "meta": ..., "outputs": ...}``.
@@ -89,11 +89,13 @@ class GenerationRun:
         if self.progress is not None:
             self.progress(stage, step, total, message)
 
-    def condition(self, prompt: Optional[str] = None, image=None, background_threshold: Optional[float] = None):
-        """Encode the condition (progress stage "condition"); returns the pipeline's ``(cond, info)``."""
+    def condition(self, prompt: Optional[str] = None, image=None, background_threshold: Optional[float] = None,
+                  **options):
+        """Encode the condition (progress stage "condition"); returns the pipeline's ``(cond, info)``.
+        `options` go to the family's ``encode_condition`` (TRELLIS.2: the encoder resolutions a mode needs)."""
         started = time.perf_counter()
         self.report("condition", 0, 1, "encoding the condition")
-        cond, info = self.pipeline.encode_condition(prompt, image, background_threshold)
+        cond, info = self.pipeline.encode_condition(prompt, image, background_threshold, **options)
         self.report("condition", 1, 1, "condition encoded")
         self.timings["condition"] = time.perf_counter() - started
         check_cancel(self.cancel, "after encoding the condition")

@@ -18,10 +18,11 @@ log = logging.getLogger("trellis.server")
 
 
 def default_pipeline_factory(model, models_root=None, device="auto"):
-    """Load the real pipeline (imports torch; called in the worker thread)."""
-    from ..pipeline import TrellisPipeline
+    """Load the real pipeline of the folder's family, TRELLIS or TRELLIS.2 (imports torch; called in the worker
+    thread). Each family's ``generate`` refuses the other family's parameters (e.g. ``resolution`` on TRELLIS)."""
+    from ..pipeline import load_pipeline
 
-    return TrellisPipeline.from_pretrained(model, models_root=models_root, device=device)
+    return load_pipeline(model, models_root=models_root, device=device)
 
 
 def default_region_editor(pipe, sidecar_path, **params):

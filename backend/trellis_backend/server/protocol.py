@@ -1,7 +1,7 @@
 """Wire protocol between the Blender add-on and the TRELLIS backend server.
 
 Pure standard library on purpose: Blender's Python and the backend's venv both
-load this exact file. The canonical copy is ``addon/protocol.py``; the server
+load this exact file. The canonical copy is ``addon/core/protocol.py``; the server
 keeps a byte-identical copy at ``backend/trellis_backend/server/protocol.py``
 (so neither side imports the other's package; ``tests/test_protocol.py`` and
 ``build_addon.py`` check that the two are identical).
@@ -10,6 +10,8 @@ Transport: one JSON object per line (UTF-8) over the server's stdin (requests)
 and stdout (events).
 
 Requests  ``{"id": str, "type": generate|edit|cancel|shutdown|ping, "params": {}}``
+          (generate's ``image`` may be a list of paths: several views of one object,
+          combined as ``multi_image_mode`` says)
 Events    ``{"id": str|None, "type": ready|pong|progress|result|error, ...}``
 
 - ``ready``    (id None) the server is up: ``info`` {protocol, pid, model, device}
@@ -57,12 +59,18 @@ ERR_BACKEND_EXITED = "BackendExited"  # synthesised by the client, never sent
 
 # Parameters a job request may carry; anything else is refused so a typo in
 # the add-on fails loudly instead of being silently ignored.
-GENERATE_PARAMS = frozenset({
+COMMON_PARAMS = frozenset({
     "prompt", "image", "seed", "ss_steps", "slat_steps", "ss_cfg", "slat_cfg",
-    "formats", "output_dir", "name",
+    "formats", "output_dir", "name", "resolution", "texture_size",
 })
-EDIT_PARAMS = GENERATE_PARAMS | frozenset({"sidecar_path", "region", "keep_structure", "margin", "resample"})
+# TRELLIS.2's resolution modes (``resolution``; a TRELLIS model folder refuses the parameter).
+RESOLUTION_MODES = ("512", "1024", "1024_cascade", "1536_cascade")
+GENERATE_PARAMS = COMMON_PARAMS | frozenset({"multi_image_mode"})
+EDIT_PARAMS = COMMON_PARAMS | frozenset({"sidecar_path", "region", "keep_structure", "margin", "resample"})
 FORMATS = ("mesh", "gaussians")
+# Several images of one object ("image": [paths]): 'stochastic' conditions each sampling step on
+# one of them in turn, 'multidiffusion' averages the predictions of all (the reference's modes).
+MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
@@ -141,8 +149,13 @@ def validate_job_params(rtype, params):
     prompt, image = params.get("prompt"), params.get("image")
     if prompt is not None and not isinstance(prompt, str):
         problems.append("'prompt' must be a string")
-    if image is not None and not isinstance(image, str):
-        problems.append("'image' must be a file path")
+    several = isinstance(image, list)
+    if image is not None and not isinstance(image, str) and not (
+            several and image and all(isinstance(p, str) and p for p in image)):
+        problems.append("'image' must be a file path or a non-empty list of file paths")
+    mode = params.get("multi_image_mode")
+    if mode is not None and mode not in MULTI_IMAGE_MODES:
+        problems.append("'multi_image_mode' must be one of %s" % ", ".join(MULTI_IMAGE_MODES))
     if rtype == GENERATE and not (prompt.strip() if isinstance(prompt, str) else prompt) and not image:
         problems.append("give a prompt or an image")
     if rtype == EDIT:
@@ -154,10 +167,13 @@ def validate_job_params(rtype, params):
     if formats is not None:
         if not isinstance(formats, (list, tuple)) or not formats or any(f not in FORMATS for f in formats):
             problems.append("'formats' must be a non-empty list of %s" % ", ".join(FORMATS))
-    for key in ("seed", "ss_steps", "slat_steps"):
+    for key in ("seed", "ss_steps", "slat_steps", "texture_size"):
         val = params.get(key)
         if val is not None and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
             problems.append("%r must be a non-negative integer" % key)
+    resolution = params.get("resolution")
+    if resolution is not None and resolution not in RESOLUTION_MODES:
+        problems.append("'resolution' must be one of %s" % ", ".join(RESOLUTION_MODES))
     for key in ("ss_cfg", "slat_cfg"):
         val = params.get(key)
         if val is not None and (not isinstance(val, (int, float)) or isinstance(val, bool)):

@@ -88,7 +88,7 @@ class LoadedModel:
 
     def _resolve(self, ref: str) -> Path:
         try:
-            from trellis_backend.pipeline.pipeline import resolve_model_ref
+            from trellis_backend.pipeline.folder import resolve_model_ref
 
             return resolve_model_ref(self.folder, ref)
         except ImportError:

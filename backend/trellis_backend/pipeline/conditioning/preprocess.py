@@ -1,6 +1,8 @@
 """Condition-image loading and preprocessing, as the reference does it.
 
-`preprocess_image` follows TrellisImageTo3DPipeline.preprocess_image:
+`preprocess_image` follows TrellisImageTo3DPipeline.preprocess_image (`preprocess_image_trellis2`
+follows Trellis2ImageTo3DPipeline's: the input shrunk to at most 1024 px first, the crop at 1x the box
+and not resized):
 
 1. an RGBA image whose alpha is not all 255 is used as it is;
 2. otherwise the background is removed: with ``background_threshold`` by this module's
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ...errors import BadInputError
 
 CONDITION_RESOLUTION = 518
+TRELLIS2_MAX_INPUT_SIZE = 1024
 
 NO_ALPHA_HINT = ("Give an RGBA image whose background is transparent (e.g. a PNG exported with alpha), "
                  "or, for a photo on a plain background, pass --background-threshold 0.1 (CLI) / "
@@ -119,36 +122,63 @@ def rembg_available() -> bool:
         return False
 
 
-def preprocess_image(image: Union[str, Path, Image.Image], background_threshold: Optional[float] = None,
-                     resolution: int = CONDITION_RESOLUTION) -> Image.Image:
-    """Reference preprocessing: foreground crop, 518x518, premultiplied onto black (RGB)."""
+def foreground_rgba(image: Union[str, Path, Image.Image], background_threshold: Optional[float] = None,
+                    max_size: Optional[int] = None) -> Tuple[Image.Image, bool]:
+    """``(rgba, removed)``: the image as RGBA with its object opaque -- its own alpha when it has transparency
+    (``removed`` False), else the background removed (``background_threshold``: plain-colour removal; else rembg
+    when installed; else a `BadInputError`). ``max_size``: first shrink (Lanczos) so that the longer side is at
+    most that (TRELLIS.2 does, at 1024)."""
     img = _to_rgba_if_transparent(load_image(image))
+    if max_size is not None and max(img.size) > max_size:
+        scale = max_size / max(img.size)
+        img = img.resize((int(img.width * scale), int(img.height * scale)), Image.Resampling.LANCZOS)
     if _has_transparency(img):
-        output = img
-    elif background_threshold is not None:
-        output = remove_plain_background(img, background_threshold)
-    elif rembg_available():
-        output = _rembg_remove(img)
-    else:
-        raise BadInputError("the image has no transparent background (no alpha channel) and no background "
-                            "remover is available", hint=NO_ALPHA_HINT)
-    output_np = np.array(output)
-    alpha = output_np[:, :, 3]
+        return img, False
+    if background_threshold is not None:
+        return remove_plain_background(img, background_threshold), True
+    if rembg_available():
+        return _rembg_remove(img), True
+    raise BadInputError("the image has no transparent background (no alpha channel) and no background "
+                        "remover is available", hint=NO_ALPHA_HINT)
+
+
+def square_object_crop(rgba: Image.Image, scale: float, removed_background: bool = False) -> Image.Image:
+    """RGBA square crop of `scale` x the bounding box of alpha > 0.8, centred on it.
+
+    An image with no such pixel has no object: `BadInputError` (the same for every model family)."""
+    alpha = np.asarray(rgba)[:, :, 3]
     fg = np.argwhere(alpha > 0.8 * 255)
     if fg.shape[0] == 0:
         raise BadInputError("the image has no foreground: every pixel is (nearly) transparent"
-                            + (" after background removal" if not _has_transparency(img) else ""),
+                            + (" after background removal" if removed_background else ""),
                             hint="Use an image with a visible object; with --background-threshold, try a smaller value.")
     bbox = np.min(fg[:, 1]), np.min(fg[:, 0]), np.max(fg[:, 1]), np.max(fg[:, 0])
     center = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
-    size = max(bbox[2] - bbox[0], bbox[3] - bbox[1])
-    size = int(size * 1.2)
-    box = (center[0] - size // 2, center[1] - size // 2, center[0] + size // 2, center[1] + size // 2)
-    output = output.crop(box)
-    output = output.resize((resolution, resolution), Image.Resampling.LANCZOS)
-    arr = np.array(output).astype(np.float32) / 255
+    size = int(max(bbox[2] - bbox[0], bbox[3] - bbox[1]) * scale)
+    return rgba.crop((center[0] - size // 2, center[1] - size // 2, center[0] + size // 2, center[1] + size // 2))
+
+
+def premultiply(rgba: Image.Image) -> Image.Image:
+    """RGB premultiplied by alpha (the object onto black), as both references hand it to the encoder."""
+    arr = np.array(rgba).astype(np.float32) / 255
     arr = arr[:, :, :3] * arr[:, :, 3:4]
     return Image.fromarray((arr * 255).astype(np.uint8))
+
+
+def preprocess_image(image: Union[str, Path, Image.Image], background_threshold: Optional[float] = None,
+                     resolution: int = CONDITION_RESOLUTION) -> Image.Image:
+    """TRELLIS's preprocessing: object crop at 1.2x its box, resized to 518x518, premultiplied onto black (RGB)."""
+    rgba, removed = foreground_rgba(image, background_threshold)
+    crop = square_object_crop(rgba, 1.2, removed)
+    return premultiply(crop.resize((resolution, resolution), Image.Resampling.LANCZOS))
+
+
+def preprocess_image_trellis2(image: Union[str, Path, Image.Image],
+                              background_threshold: Optional[float] = None) -> Image.Image:
+    """TRELLIS.2's preprocessing: shrink to at most 1024 px, object crop at 1x its box (no resize: DINOv3
+    resizes to 512 / 1024 itself), premultiplied onto black (RGB)."""
+    rgba, removed = foreground_rgba(image, background_threshold, max_size=TRELLIS2_MAX_INPUT_SIZE)
+    return premultiply(square_object_crop(rgba, 1.0, removed))
 
 
 def images_to_tensor(images, resolution: int = CONDITION_RESOLUTION):

@@ -3,7 +3,9 @@
 Runs in a worker thread (pip can take many minutes) and records every output
 line, so the preferences can show live progress and, on failure, the step
 that failed with the last lines pip printed -- the peers' most common
-complaint is a dependency install that fails silently. No bpy here.
+complaint is a dependency install that fails silently. The module keeps the
+one current run, so the preferences, the panel and the job controller's timer
+all read the same state without importing each other.
 """
 
 import collections
@@ -26,7 +28,7 @@ def _requirements_args(requirements):
     bundled = paths.requirements_file()
     if bundled:
         return ["-r", bundled]
-    repo = os.path.dirname(paths.ADDON_DIR)
+    repo = paths.repo_dir()
     if os.path.exists(os.path.join(repo, "pyproject.toml")):
         return [repo]
     raise FileNotFoundError("no requirements.txt next to the bundled backend and no pyproject.toml found")
@@ -122,3 +124,31 @@ class BackendSetup:
         else:
             self.hint = "The environment was created but a package does not import; see the lines above."
         self.state = "failed"
+
+
+_current = None
+
+
+def start(base_python, venv_dir, requirements=None, verify=None):
+    """Start a set-up run in the background; refuses while one is still running."""
+    global _current
+    if is_running():
+        raise RuntimeError("Backend setup is already running.")
+    kwargs = {} if verify is None else {"verify": verify}
+    _current = BackendSetup(base_python, venv_dir, requirements=requirements, **kwargs)
+    _current.start()
+    return _current
+
+
+def is_running():
+    return _current is not None and _current.state == "running"
+
+
+def snapshot():
+    """The current run's state for drawing ({} when none ran in this session)."""
+    return _current.snapshot() if _current is not None else {}
+
+
+def cancel():
+    if _current is not None:
+        _current.cancel()

@@ -1,17 +1,17 @@
-"""Where things live: bundled backend, embedded model, user data, interpreter.
+"""Where things live: bundled backend, embedded models, user data, interpreters.
 
 Everything is resolved relative to the add-on's own folder, so the same code
 works from the installed zip (``<addon>/backend``, ``<addon>/models/...``) and
 from a source checkout (``<repo>/addon`` next to ``<repo>/backend``).
-No bpy import at module level: the client tests use this without Blender.
 """
 
 import os
 import shutil
 import sys
 
-ADDON_DIR = os.path.dirname(os.path.realpath(__file__))
-EMBEDDED_MODEL_NAME = "trellis-embedded"
+ADDON_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+EMBEDDED_TEXT_MODEL = "trellis-embedded"
+EMBEDDED_IMAGE_MODEL = "trellis-embedded-image"
 DATA_DIR_ENV = "TRELLIS_BLENDER_DATA_DIR"  # override for tests and portable installs
 
 
@@ -22,7 +22,8 @@ def _first_existing(*candidates):
     return None
 
 
-def _repo_dir():
+def repo_dir():
+    """The folder holding the add-on: the checkout root, or the add-ons folder when installed."""
     return os.path.dirname(ADDON_DIR)
 
 
@@ -31,7 +32,7 @@ def backend_pythonpath():
     bundled = os.path.join(ADDON_DIR, "backend")
     if os.path.isdir(os.path.join(bundled, "trellis_backend")):
         return [bundled]
-    repo = _repo_dir()
+    repo = repo_dir()
     if os.path.isdir(os.path.join(repo, "backend", "trellis_backend")):
         return [os.path.join(repo, "backend"), os.path.join(repo, "kernels")]
     return []
@@ -41,28 +42,20 @@ def requirements_file():
     return _first_existing(os.path.join(ADDON_DIR, "backend", "requirements.txt"))
 
 
-def embedded_model_dir():
-    """The default model folder shipped with the add-on (None if this build has none)."""
-    return _first_existing(os.path.join(ADDON_DIR, "models", EMBEDDED_MODEL_NAME),
-                           os.path.join(_repo_dir(), "models", EMBEDDED_MODEL_NAME))
+def embedded_model_dir(for_image=False):
+    """The shipped default model folder: the image-conditioned one for an image, else the text one.
+
+    None when this build has no such folder (a zip built with ``--no-model``)."""
+    name = EMBEDDED_IMAGE_MODEL if for_image else EMBEDDED_TEXT_MODEL
+    for root in (os.path.join(ADDON_DIR, "models"), os.path.join(repo_dir(), "models")):
+        if os.path.exists(os.path.join(root, name, "pipeline.json")):
+            return os.path.normpath(os.path.join(root, name))
+    return None
 
 
-def user_data_dir(package=None):
-    """A writable folder for the backend venv, logs and unsaved-file outputs."""
-    path = os.environ.get(DATA_DIR_ENV)
-    if not path:
-        import bpy  # only inside Blender
-
-        path = None
-        if package and package.startswith("bl_ext.") and hasattr(bpy.utils, "extension_path_user"):
-            try:  # extensions must not write into their own folder
-                path = bpy.utils.extension_path_user(package, create=True)
-            except Exception:
-                path = None
-        if not path:
-            path = bpy.utils.user_resource("CONFIG", path="trellis_blender", create=True)
-    os.makedirs(path, exist_ok=True)
-    return path
+def data_dir_override():
+    """The data folder named by TRELLIS_BLENDER_DATA_DIR, or None (then Blender's user folders apply)."""
+    return os.environ.get(DATA_DIR_ENV) or None
 
 
 def venv_python(venv_dir):
@@ -79,7 +72,7 @@ def find_backend_python(configured, data_dir):
     """Interpreter to run the backend with: preference > 'Set up backend' venv > checkout venv > python3."""
     if configured:
         return os.path.abspath(os.path.expanduser(configured))
-    candidates = [venv_python(setup_venv_dir(data_dir)), venv_python(os.path.join(_repo_dir(), ".venv"))]
+    candidates = [venv_python(setup_venv_dir(data_dir)), venv_python(os.path.join(repo_dir(), ".venv"))]
     found = _first_existing(*candidates)
     if found:
         return found
