@@ -46,10 +46,13 @@ def test_trellis2_bench_smoke_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_whole_bench_smoke_cpu(tmp_path):
-    """`--small` alone runs both families' pipeline groups (the kernel groups need CUDA and are left out)."""
+    """`--small` alone runs both families' pipeline groups, TRELLIS.2's end to end through `Trellis2Pipeline` on a
+    tiny random folder included (the kernel groups need CUDA and are left out)."""
     report = _smoke(tmp_path)
     assert "| stages |" in report and "| trellis2 |" in report and "| conv |" not in report
     assert (tmp_path / "stages.json").is_file()
+    results = json.loads((tmp_path / "trellis2.json").read_text())  # end to end through Trellis2Pipeline
+    assert results["e2e_512"]["ms"] > 0 and results["e2e_1024"]["ms"] > 0
 
 
 def _tiny_t2_flow(sparse: bool):

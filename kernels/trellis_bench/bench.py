@@ -27,7 +27,7 @@ import torch
 from .harness import REGISTRY, Bench, Row, machine_header, markdown_table
 
 CASE_MODULES = ("kernel_cases", "stage_cases", "trellis2_cases")  # importing them registers their cases
-SMOKE_GROUPS = ("stages", "trellis2")  # the groups `--small` runs on the CPU
+SMOKE_GROUPS = ("stages", "trellis2", "trellis2_e2e")  # the groups `--small` runs on the CPU
 SMOKE_ENV = {"TRELLIS_STAGE_DEVICE": "cpu", "TRELLIS_STAGE_SMALL": "1", "TRELLIS_STAGE_REPEATS": "1",
              "TRELLIS_STAGE_WARMUP": "0", "TRELLIS_STAGE_PLAIN_REPEATS": "1", "TRELLIS_STAGE_PLAIN_WARMUP": "0",
              "TRELLIS_STAGE_E2E_REPEATS": "1", "TRELLIS_STAGE_EAGER2": "0"}

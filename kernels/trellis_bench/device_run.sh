@@ -6,6 +6,8 @@
 #     golden2 cases, tests/test_accel.py), then ONE bench run of the groups "trellis2" (4B sizes, modes
 #     $T2_MODES, default 512,1024) and "stages" (TRELLIS re-measured, accel rows), within the time budget;
 #     T2_MODES=1536 T2_GROUPS=trellis2 GPU_TESTS=none: the 1536 mode alone (a second call)
+#   phase t2e2e: image -> GLB through Trellis2Pipeline per mode on a random 4B folder (made in /tmp/t2-4b once per
+#     machine: the first call may spend its time making it; call again while the machine is warm)
 #   phases 1 and 2 then time image -> GLB through TrellisPipeline.generate (trellis_bench.product_timing)
 # Wheels of missing runtime deps (trimesh, plyfile, xatlas, fast-simplification) travel in .whl/ (see
 # /work/.library/device/README.md).
@@ -48,6 +50,24 @@ TRELLIS_KERNELS_AUTOTUNE=0 timeout ${TEST_TIMEOUT:-200} python3 -m pytest -q -m 
 TESTS_RC=$?
 echo "tests rc=$TESTS_RC"
 grep -E "rel err|GELU epilogue|passed|failed|Error|assert" "$OUT/tests.log" | tail -30
+if [ "$PHASE" = t2e2e ]; then
+  # image -> GLB through Trellis2Pipeline.generate per mode, on a random 4B folder made here once per machine
+  # (/tmp/t2-4b; written under another name first, so a folder cut short is never used)
+  if [ ! -f /tmp/t2-4b/pipeline.json ]; then
+    echo "== make-random-model --family trellis2 --size official"
+    rm -rf /tmp/t2-4b.partial
+    timeout ${MAKE_TIMEOUT:-330} python3 -m trellis_lab make-random-model --family trellis2 --size official \
+      --device cuda --out /tmp/t2-4b.partial > "$OUT/make_model.log" 2>&1 && mv /tmp/t2-4b.partial /tmp/t2-4b
+    echo "make rc=$?"; tail -5 "$OUT/make_model.log"
+  fi
+  echo "== bench: trellis2_e2e"
+  env TRELLIS2_BENCH_MODEL_DIR=/tmp/t2-4b TRELLIS2_BENCH_MODES=${T2_MODES:-512,1024} \
+    timeout ${BENCH_TIMEOUT:-500} python3 -m trellis_bench.bench --groups trellis2_e2e \
+    --time-budget ${BUDGET:-420} --out "$OUT/trellis2_e2e.md" > "$OUT/bench_e2e.log" 2>&1
+  echo "bench rc=$?"
+  grep -E "^\[|^  |Error|error" "$OUT/bench_e2e.log" | cut -c1-300 | tail -40
+  exit 0
+fi
 if [ "$PHASE" = t2 ]; then
   # TRELLIS.2 at the 4B sizes, then TRELLIS re-measured (accel rows; TRELLIS_STAGE_PLAIN_FROM=<an earlier
   # stages.json> adds the plain baseline); cases that would start past the budget are listed as not run

@@ -25,8 +25,11 @@ TRELLIS2_BENCH_MODES=512,1024,1536: the ft1024 flows at 96³):
 - the cascade (1024 / 1536 modes): the 512 shape latent upsampled by the shape decoder and quantised to the
   mode's latent grid (the voxels the high-resolution shape flow then samples; the rows time the flows on a
   shell of the configured size instead, so the token count is under control);
-- per mode: the sum of the stage medians, the peak GPU memory of the mode's chain, and the end-to-end
-  row through `Trellis2Pipeline` (see `_e2e_through_pipeline`).
+- per mode: the sum of the stage medians and the GPU memory of the mode's chain;
+- group "trellis2_e2e": image -> GLB per mode through `Trellis2Pipeline.generate` (the family factory
+  `trellis_backend.pipeline.load_pipeline` on TRELLIS2_BENCH_MODEL_DIR, a random 4B folder made by
+  ``python -m trellis_lab make-random-model --family trellis2 --size official --device cuda``; the smoke mode
+  makes a tiny one), with its peak GPU memory.
 
 Flow rows carry their FLOP count (`trellis_bench.flops`) and the fraction of the measured peak; decoder
 rows count their linears and convs with hooks on one eager call.
@@ -255,8 +258,8 @@ def cascade_coords(st: _State2, mode: int) -> torch.Tensor:
     dec = st.model(SHAPE_DEC)
     with torch.no_grad():
         fine = dec.upsample(st.shape_slat[512], 4)
-    quant = fine.clone()
-    quant[:, 1:] = torch.div(fine[:, 1:].long() * LATENT_RES[mode], LATENT_RES[512] * 16, rounding_mode="floor").to(fine.dtype)
+    quant = fine.clone()  # as Trellis2Pipeline's cascade: (coords + 0.5) / 512 · latent grid, truncated
+    quant[:, 1:] = ((fine[:, 1:].float() + 0.5) / (LATENT_RES[512] * 16) * LATENT_RES[mode]).to(fine.dtype)
     return torch.unique(quant, dim=0)
 
 
@@ -445,7 +448,6 @@ def _mode_case(mode: int):
                         f"{mem['models_gib']:.2f} GiB; structure flow -> SS decoder -> shape flow(s) -> texture flow "
                         f"-> both decoders") if _cuda() else "CPU smoke: no GPU memory")
         RESULTS[f"total_{mode}"] = {"ms": total, **mem}
-        _e2e_through_pipeline(bench, mode)
         _write_results()
 
     return shape, texture, decoders, mesh_and_glb, totals
@@ -486,32 +488,77 @@ def _chain_peak_memory(st: _State2, mode: int) -> Dict[str, float]:
             "mode_gib": (models + peak - resident) / gib}
 
 
-# ======================================================================= END-TO-END ROWS (branch t2pipe) ====
-# The image -> GLB rows per resolution mode call `Trellis2Pipeline` (branch t2pipe) through the family factory
-# `trellis_backend.pipeline.load_pipeline` on a random-weight 4B folder. Until that branch is merged the row
-# says so instead of timing anything. When it lands, fill in the marked lines: build the folder with
-# `python -m trellis_lab make-random-model --family trellis2 --size official --out <dir>`, then time
-# `pipe.generate(image=..., resolution_mode=...)` (names as t2pipe defines them) with `time_runs`.
+# ----------------------------------------------------------------------------- end to end (Trellis2Pipeline)
 E2E_MODES = {512: "512", 1024: "1024_cascade", 1536: "1536_cascade"}
+_PIPE: dict = {}
 
 
-def _e2e_through_pipeline(bench: Bench, mode: int) -> None:
-    try:
-        from trellis_backend.pipeline import load_pipeline  # noqa: F401  (branch t2pipe)
-    except ImportError:
-        bench.row(f"{E2E_MODES[mode]}: image -> GLB through Trellis2Pipeline", ms=float("nan"),
-                  note="not run: needs trellis_backend.pipeline.load_pipeline and Trellis2Pipeline (branch t2pipe)")
-        return
-    folder = os.environ.get("TRELLIS2_BENCH_MODEL_DIR")
-    if not folder:
-        bench.row(f"{E2E_MODES[mode]}: image -> GLB through Trellis2Pipeline", ms=float("nan"),
-                  note="not run: set TRELLIS2_BENCH_MODEL_DIR to a random-weight 4B folder (make-random-model "
-                       "--family trellis2 --size official)")
-        return
-    # >>> t2pipe: time `load_pipeline(folder, device=DEV).generate(...)` for E2E_MODES[mode] here <<<
-    bench.row(f"{E2E_MODES[mode]}: image -> GLB through Trellis2Pipeline", ms=float("nan"),
-              note="not run: the end-to-end call is to be filled in once branch t2pipe is merged")
-# =============================================================================================================
+def _e2e_pipeline():
+    """The `Trellis2Pipeline` of TRELLIS2_BENCH_MODEL_DIR (a `make-random-model --family trellis2` folder), loaded
+    once through the family factory; in the smoke mode without a folder, a tiny random folder made here."""
+    if "pipe" not in _PIPE:
+        from trellis_backend.pipeline import load_pipeline
+
+        folder = os.environ.get("TRELLIS2_BENCH_MODEL_DIR")
+        if not folder:
+            if not SMALL:
+                return None
+            from trellis_lab.random_model_trellis2 import make_random_trellis2
+
+            _PIPE["tmp"] = tempfile.TemporaryDirectory()
+            folder = str(make_random_trellis2(Path(_PIPE["tmp"].name) / "t2-tiny", size="tiny"))
+        _PIPE["pipe"] = load_pipeline(folder, device=DEV)
+        _PIPE["folder"] = folder
+    return _PIPE["pipe"]
+
+
+def _bench_image():
+    """An RGBA image of a coloured disc on a transparent background (no background removal needed)."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:512, 0:512]
+    inside = (xx - 256) ** 2 + (yy - 256) ** 2 < 180 ** 2
+    rgba = np.zeros((512, 512, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = 200, (xx // 2).astype(np.uint8), 90
+    rgba[..., 3] = np.where(inside, 255, 0)
+    return Image.fromarray(rgba, "RGBA")
+
+
+def _e2e_case(mode: int):
+    def run(bench: Bench):
+        label = f"{E2E_MODES[mode]}: image -> GLB through Trellis2Pipeline.generate"
+        pipe = _e2e_pipeline()
+        if pipe is None:
+            bench.row(label, ms=float("nan"), note="not run: set TRELLIS2_BENCH_MODEL_DIR to a random-weight 4B "
+                      "folder (python -m trellis_lab make-random-model --family trellis2 --size official)")
+            return
+        if E2E_MODES[mode] not in pipe.resolution_modes:
+            bench.row(label, ms=float("nan"), note=f"not run: the folder has no {E2E_MODES[mode]} mode")
+            return
+        image = _bench_image()
+        info: dict = {}
+        with tempfile.TemporaryDirectory() as out:
+            def generate():
+                res = pipe.generate(image=image, seed=0, resolution=E2E_MODES[mode], output_dir=out, name="bench",
+                                    texture_size=TEXTURE_SIZE if SMALL else 0)
+                info.update(res.get("meta", {}))
+
+            if _cuda():
+                gc.collect()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            med, samples, first = time_runs(generate, 0 if SMALL else 1,
+                                            _env_int("TRELLIS2_BENCH_E2E_REPEATS", 1 if SMALL else 3))
+            peak = torch.cuda.max_memory_allocated() / 2 ** 30 if _cuda() else 0.0
+        meta = {k: info[k] for k in ("resolution", "tokens", "vertices", "faces") if k in info}
+        bench._baseline = med
+        bench.row(label, ms=med, note=_note(samples, first, f"peak GPU memory allocated {peak:.2f} GiB (every "
+                                                           f"model of the mode resident); {meta}"))
+        RESULTS[f"e2e_{mode}"] = {"ms": med, "peak_gib": peak}
+        _write_results()
+
+    return run
 
 
 def _write_results() -> None:
@@ -528,4 +575,6 @@ for _mode in MODES:
     register("trellis2", f"texture flow {_mode}: 1.3B sparse DiT + concat_cond, 12 steps")(_texture)
     register("trellis2", f"SC-VAE decoders {_mode}: shape (predicted subdivision) and texture")(_decoders)
     register("trellis2", f"O-Voxel -> mesh and PBR GLB {_mode}")(_mesh_glb)
-    register("trellis2", f"{_mode} mode totals: sum of stages, peak memory, end to end")(_totals)
+    register("trellis2", f"{_mode} mode totals: sum of stages, peak memory")(_totals)
+    register("trellis2_e2e", f"{E2E_MODES[_mode]}: image -> GLB through Trellis2Pipeline (random 4B folder)")(
+        _e2e_case(_mode))
