@@ -36,7 +36,7 @@ def test_trellis2_bench_smoke_cpu(tmp_path):
     report = _smoke(tmp_path, "--groups", "trellis2")
     for what in ("structure flow", "shape flow 512", "texture flow 1024", "SC-VAE decoders 1024",
                  "O-Voxel -> mesh", "GLB with PBR baking", "cascade: shape decoder upsample",
-                 "1024_cascade: sum of the stage medians", "through Trellis2Pipeline"):
+                 "1024_cascade: sum of the stage medians", "GPU memory of one chain"):
         assert what in report, what
     results = json.loads((tmp_path / "trellis2.json").read_text())
     for key in ("ss_flow", "shape_flow_512", "tex_flow_1024", "shape_decoder_1024", "glb_512", "total_1024"):
