@@ -52,7 +52,6 @@ import gc
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -60,7 +59,7 @@ import torch
 
 from . import flops as flop_count
 from .harness import Bench, register, shell_coords
-from .stage_cases import DEV, REPO, SMALL, _env_int, _note, _row, _sync, time_runs
+from .stage_cases import DEV, REPO, SMALL, _env_int, _note, _sync, time_runs
 
 KEYS2 = REPO / "tests" / "golden2" / "official_keys"
 FAMILY = "trellis2"
