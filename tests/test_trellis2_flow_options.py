@@ -137,19 +137,22 @@ def test_sampler_refuses_mixed_guidance_conventions_and_misplaced_concat_cond():
                        concat_cond=other)
 
 
-def test_fused_fast_path_skips_trellis2_blocks():
-    """A fused fast path serves TRELLIS blocks with its fused maths and TRELLIS.2 blocks (rope, modulation
-    offsets) with its unfused sibling (kernels and caches only)."""
+def test_fused_fast_path_serves_trellis2_blocks_and_honours_opt_out():
+    """A fused fast path serves TRELLIS.2 blocks (rope, modulation offsets: outside the fused ops) with its fused
+    maths like TRELLIS blocks; a module that declares ``fast_path_fusable = False`` still gets the unfused sibling
+    (kernels and caches only), its sub-modules too."""
     from trellis_backend import accel, fastpath
     from trellis_backend.accel.fused import FusedPath
 
     v2 = build_model("SparseStructureFlowModel", SS_ARGS, family="trellis2")
     v1 = build_model("SparseStructureFlowModel", {**SS_ARGS, "pe_mode": "ape"})
-    assert not fastpath.fusable(v2.blocks[0]) and not fastpath.fusable(v2.blocks[0].self_attn)
-    assert fastpath.fusable(v1.blocks[0])
+    assert fastpath.fusable(v2.blocks[0]) and fastpath.fusable(v2.blocks[0].self_attn)
+    v1.blocks[0].fast_path_fusable = False
     with accel.enable([v1, v2], dtype=None, _cpu_fused=True):
-        assert isinstance(fastpath.lookup(v1.blocks[0]), FusedPath)
         for module in (v2.blocks[0], v2.blocks[0].self_attn, v2.blocks[0].mlp):
+            assert isinstance(fastpath.lookup(module), FusedPath)
+        for module in (v1.blocks[0], v1.blocks[0].self_attn, v1.blocks[0].mlp):
             path = fastpath.lookup(module)
             assert path is not fastpath.PLAIN and not isinstance(path, FusedPath)
+        assert isinstance(fastpath.lookup(v1), FusedPath)
     assert fastpath.lookup(v2.blocks[0]) is fastpath.PLAIN and fastpath.lookup(v1.blocks[0]) is fastpath.PLAIN

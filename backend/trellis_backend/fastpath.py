@@ -24,9 +24,10 @@ the modules. The lookup points:
   scope and CUDA graphs in the fast path).
 
 A module whose maths the fused elementwise kernels do not cover declares
-``fast_path_fusable = False`` (TRELLIS.2's blocks and attention with rotary embeddings or
-per-block modulation offsets): `fusable` says so, and a fast path that fuses serves such a
-module and its sub-modules with its unfused sibling (kernels and caches only).
+``fast_path_fusable = False``: `fusable` says so, and a fast path that fuses serves such a
+module and its sub-modules with its unfused sibling (kernels and caches only). No model here
+needs it today: TRELLIS.2's rope and per-block modulation offsets sit outside the fused ops
+(checked against the plain path in tests/test_trellis2_accel.py).
 
 This module imports nothing from the project: every layer may use it.
 """

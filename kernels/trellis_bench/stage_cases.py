@@ -589,5 +589,6 @@ def _s_e2e(bench: Bench):
     RESULTS["e2e"] = {"accel": med, "peak_gib": peak, "reserved_gib": reserved}
     out = os.environ.get("OUT")
     if out:
+        os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "stages.json"), "w") as f:
             json.dump(RESULTS, f, indent=1)

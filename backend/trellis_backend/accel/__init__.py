@@ -44,11 +44,19 @@ kernel counterpart (the TRELLIS modules in `modules/`, `sparse/` and `models/sla
 each), its model classes decorate `forward` with `@fastpath.model_entry` (precision scope,
 CUDA graphs), a class whose torso may run in bf16/fp16 defines `convert_to_fp16()` as the
 reference does, and a flow model declares ``fast_path_flow = "dense"`` or ``"sparse"`` (its
-forward is ``forward(x, t, cond)``: dense flows keep CUDA graphs, sparse flows re-capture per
-voxel set). Cross-attention modules are found by ``_type == "cross"`` and a `context_kv`
-method. A module whose maths the fused kernels do not cover (TRELLIS.2's rope and per-block
-modulation offsets) declares ``fast_path_fusable = False`` and keeps the plain elementwise maths
-(kernels and caches still serve it).
+forward is ``forward(x, t, cond)``, TRELLIS.2's texture flow adding ``concat_cond=``: dense
+flows keep CUDA graphs, sparse flows re-capture per voxel set). Cross-attention modules are found
+by ``_type == "cross"`` and a `context_kv` method. A module whose maths the fused kernels do not
+cover declares ``fast_path_fusable = False`` and keeps the plain elementwise maths (kernels and
+caches still serve it); TRELLIS.2's blocks need not (rope and the modulation offsets sit outside
+the fused ops).
+
+TRELLIS.2 on this path (tests/test_trellis2_accel.py on CPU, tests/test_trellis2_gpu.py on CUDA):
+the flows' rope (phases once per voxel set, in the spatial cache; the dense grid's as a buffer),
+shared modulation + per-block offsets, QK RMS norm (self and cross), ``concat_cond`` and per-item
+condition lists (`VarLenContext`: varlen kernel, K/V not cached, never graphed); the SC-VAEs'
+flex_gemm-named convs (`SparseConv3d.kernel_params()`), ConvNeXt blocks and the space-to-channel /
+channel-to-space blocks, whose children's neighbour maps derive from the parents'.
 
 What `enable` does per model on a CUDA device (each part can be switched off by keyword):
 
@@ -122,7 +130,7 @@ class Accelerator:
 
     def __init__(self, dtype: Optional[torch.dtype], conv: bool, attention: bool, kv_cache: bool, fused: bool,
                  graphs: str, keep_originals: bool, fake_graphs: bool = False, cpu_fused: bool = False,
-                 deterministic: bool = False):
+                 deterministic: bool = False, cpu_kernels: bool = False, cpu_convert: bool = False):
         if graphs not in settings.GRAPH_MODES:
             raise ValueError("graphs must be 'none', 'dense' or 'all'")
         self.dtype = dtype
@@ -131,6 +139,8 @@ class Accelerator:
         self.keep_originals = keep_originals
         self.fake_graphs = fake_graphs
         self.cpu_fused = cpu_fused  # tests: fused maths on CPU too (trellis_kernels' float32 references)
+        self.cpu_kernels = cpu_kernels  # tests: conv / varlen entries on CPU too (the kernels' float32 references)
+        self.cpu_convert = cpu_convert  # tests: the torso of CPU models in `dtype` too (bf16 maths on the CPU)
         self.deterministic = deterministic
         self.models: List[torch.nn.Module] = []
         self.paths: Dict[torch.nn.Module, AcceleratedPath] = {}  # model -> the path assigned to its modules
@@ -178,8 +188,18 @@ class Accelerator:
         self._model_attrs.append((model, attrs))
         return True
 
+    def _cpu_reference_kernels(self) -> Tuple[Any, Any]:
+        """(conv, varlen) entries for CPU models in tests: trellis_kernels' public ops, which run their float32
+        PyTorch references on CPU tensors, so the fast path's calls (neighbour maps, cu_seqlens) are exercised."""
+        import trellis_kernels as tk
+
+        return (tk.sparse_conv3d if self.conv else None, tk.varlen_attention if self.attention else None)
+
     def _path_for(self, cuda: bool) -> AcceleratedPath:
-        conv, varlen = self._cuda_kernels() if cuda else (None, None)
+        if cuda:
+            conv, varlen = self._cuda_kernels()
+        else:
+            conv, varlen = self._cpu_reference_kernels() if self.cpu_kernels else (None, None)
         fast_ops = cuda or self.cpu_fused  # fused maths and cached down-sampling: CUDA models (tests: CPU too)
         if fast_ops and self.fused and (self.cpu_fused or kernels_available()):
             from .fused import FusedPath
@@ -196,7 +216,7 @@ class Accelerator:
         self.models.append(model)
         device = _device_of(model)
         cuda = device.type == "cuda"
-        converted = self._convert(model) if cuda else False
+        converted = self._convert(model) if (cuda or self.cpu_convert) else False
         caches = []
         if self.kv_cache:
             for attn in cross_attention_modules(model):
@@ -268,18 +288,22 @@ class Accelerator:
 
 def enable(target, *, dtype: Union[torch.dtype, str, None] = "auto", conv: bool = True, attention: bool = True,
            kv_cache: bool = True, fused: bool = True, graphs: str = "dense", keep_originals: bool = False,
-           deterministic: bool = False, _fake_graphs: bool = False, _cpu_fused: bool = False) -> Accelerator:
+           deterministic: bool = False, _fake_graphs: bool = False, _cpu_fused: bool = False,
+           _cpu_kernels: bool = False, _cpu_convert: bool = False) -> Accelerator:
     """Turn the fast path on for a model, models (list or dict), or the models a pipeline holds now.
 
     dtype: "auto" = the target's dtype when it is bf16/fp16, else bf16; None keeps the weights' dtype.
     deterministic: bitwise-reproducible results for a seed: the sparse conv skips split-K (float32 atomics);
     costs ~2 % of stage 2 (the shapes that split are the 2048/256->128 and 128/1024->1024 convs).
+    Test switches (CPU models): _fake_graphs (graph runner with stand-in graphs), _cpu_fused (fused maths),
+    _cpu_kernels (conv / varlen entries), each on trellis_kernels' float32 references; _cpu_convert (the torso
+    in `dtype`, as on CUDA).
     """
     if dtype == "auto":
         pdt = getattr(target, "dtype", None)
         dtype = pdt if pdt in (torch.bfloat16, torch.float16) else torch.bfloat16
     acc = Accelerator(dtype, conv, attention, kv_cache, fused, graphs, keep_originals, _fake_graphs, _cpu_fused,
-                      deterministic)
+                      deterministic, _cpu_kernels, _cpu_convert)
     for m in _collect(target):
         acc.add(m)
     return acc

@@ -13,9 +13,9 @@ how the CPU tests check the wiring):
 - cross-attention skips batch items whose condition is uniform (`uniform_context`, from the
   K/V cache entry; ``TRELLIS_ACCEL_UNIFORM_CONTEXT=0`` turns it off; a `VarLenContext` never is).
 
-Modules that declare ``fast_path_fusable = False`` (TRELLIS.2 blocks with rotary embeddings or
-per-block modulation offsets) are served by `FusedPath.unfused()` instead: same kernels and
-caches, plain elementwise maths.
+Modules that declare ``fast_path_fusable = False`` are served by `FusedPath.unfused()` instead:
+same kernels and caches, plain elementwise maths. TRELLIS.2's blocks fuse like TRELLIS's (their
+rope and modulation offsets are outside these ops).
 
 Norm statistics and modulation are float32 inside the kernels (the reference rounds the
 LayerNorm32 output to the activation dtype before modulating; here it is rounded once,
@@ -121,8 +121,7 @@ class FusedPath(AcceleratedPath):
         return self._unfused
 
     def assign(self, model: torch.nn.Module) -> None:
-        """Serve `model`; the sub-trees of modules that declare ``fast_path_fusable = False`` (TRELLIS.2's rope
-        and modulation-offset blocks, validated against the plain maths only) get `unfused()`."""
+        """Serve `model`; the sub-trees of modules that declare ``fast_path_fusable = False`` get `unfused()`."""
         fastpath.assign(model, self)
         for module in model.modules():
             if not fastpath.fusable(module):

@@ -7,13 +7,15 @@ forward decorated with `trellis_backend.fastpath.model_entry`):
   reference's `use_fp16` semantics (torso in half precision, norms and the outer layers in
   float32) instead of per-op autocast casts (no weight casts, nothing for a CUDA graph to
   hold on to);
-- for the flow models (classes declaring `fast_path_flow`, `forward(x, t, cond)`) it casts
-  the condition to the model dtype once per condition tensor, so the model sees the same
-  tensor at every step and the cross-attention K/V cache hits;
+- for the flow models (classes declaring `fast_path_flow`, `forward(x, t, cond)`, optionally with
+  TRELLIS.2's ``concat_cond=`` on x's voxels) it casts the condition to the model dtype once per
+  condition tensor, so the model sees the same tensor at every step and the cross-attention K/V
+  cache hits;
 - optionally it captures the forward in CUDA graphs, one per input signature (batch size):
   the first call at a signature runs eagerly (builds neighbour maps, picks kernel configs,
   compiles), the second captures and replays, later calls replay. Inputs are copied into
-  static buffers; the condition and its keys/values are refreshed in place only when a new
+  static buffers (a ``concat_cond``'s features beside x's); the condition and its keys/values are
+  refreshed in place only when a new
   condition tensor arrives (once per sampling run). Dense models (stage 1) keep their graphs
   (fixed shapes); sparse models keep one graph per batch size for the current voxel set and
   drop it when another voxel set arrives (or on `release_graphs()`).
@@ -66,12 +68,16 @@ class _FakeGraph:
 class _Graph:
     """One captured forward with its static inputs."""
 
-    def __init__(self, runner: "ModelRunner", x, t, cond):
+    def __init__(self, runner: "ModelRunner", x, t, cond, concat_cond=None):
         self.runner = runner
         self.sparse = _is_sparse(x)
         feats = x.feats if self.sparse else x
         self.static_x = feats.clone()
         self.static_in = x.replace(self.static_x) if self.sparse else self.static_x
+        self.static_concat = None  # concat_cond: the same voxels as x (the model checks), its features static
+        if concat_cond is not None:
+            self.static_concat = concat_cond.replace(concat_cond.feats.clone())
+        extra = {} if concat_cond is None else {"concat_cond": self.static_concat}
         self.coords = x.coords if self.sparse else None
         self.static_t = t.clone()
         self.static_cond = cond.clone() if cond is not None else None
@@ -82,7 +88,7 @@ class _Graph:
             c.pin(self.static_cond)
 
         def call():
-            return runner.orig_forward(self.static_in, self.static_t, self.static_cond)
+            return runner.orig_forward(self.static_in, self.static_t, self.static_cond, **extra)
 
         if feats.is_cuda and not runner.fake_graphs:
             if not self.sparse or runner.sparse_warmup:
@@ -103,9 +109,11 @@ class _Graph:
     def matches(self, x) -> bool:
         return not self.sparse or (x.coords is self.coords and x._spatial_cache is self.static_in._spatial_cache)
 
-    def run(self, x, t, cond):
+    def run(self, x, t, cond, concat_cond=None):
         self.static_x.copy_(x.feats if self.sparse else x)
         self.static_t.copy_(t)
+        if concat_cond is not None:
+            self.static_concat.feats.copy_(concat_cond.feats)
         if cond is not None and (cond is not self.cond_src or cond._version != self.cond_version):
             self.static_cond.copy_(cond)
             for c in self.caches:
@@ -123,6 +131,7 @@ class _Graph:
         self.graph = None
         self.static_out = None
         self.static_in = None
+        self.static_concat = None
 
 
 class ModelRunner:
@@ -182,12 +191,13 @@ class ModelRunner:
             return flags if flags is not None else ()
         return ()
 
-    def _signature(self, x, t, cond):
+    def _signature(self, x, t, cond, concat_cond=None):
         sig = lambda a: None if a is None else (tuple(a.shape), a.dtype, a.device)  # noqa: E731
         flags = self._uniform(cond) if cond is not None else ()
+        concat = sig(concat_cond.feats) if concat_cond is not None else None
         if _is_sparse(x):
-            return ("sparse", x.batch_size, sig(x.feats), sig(t), sig(cond), flags)
-        return ("dense", sig(x), sig(t), sig(cond), flags)
+            return ("sparse", x.batch_size, sig(x.feats), sig(t), sig(cond), flags, concat)
+        return ("dense", sig(x), sig(t), sig(cond), flags, concat)
 
     def release_graphs(self, sparse_only: bool = False) -> None:
         for key in [k for k in self.graphs if not sparse_only or k[0] == "sparse"]:
@@ -199,18 +209,22 @@ class ModelRunner:
     def __call__(self, forward: Callable, args: tuple, kwargs: dict):
         self.orig_forward = functools.partial(forward, self.model)
         with self._precision():
-            if not self.flow or kwargs or len(args) != 3:
+            if not self.flow or len(args) != 3 or set(kwargs) - {"concat_cond"}:
                 return self.orig_forward(*args, **kwargs)
             x, t, cond = args
+            concat_cond = kwargs.get("concat_cond")
+            extra = {} if concat_cond is None else {"concat_cond": concat_cond}
             cond = self._cast_cond(cond)
             if (not self.graphs_enabled or torch.is_grad_enabled()
                     or not (cond is None or isinstance(cond, torch.Tensor))  # per-item lists: shapes vary
+                    or (concat_cond is not None and not (_is_sparse(x) and _is_sparse(concat_cond)))
                     or not (x.feats if _is_sparse(x) else x).is_cuda and not self.fake_graphs):
-                return self.orig_forward(x, t, cond)
-            return self._graphed(x, t, cond)
+                return self.orig_forward(x, t, cond, **extra)
+            return self._graphed(x, t, cond, concat_cond)
 
-    def _graphed(self, x, t, cond):
-        key = self._signature(x, t, cond)
+    def _graphed(self, x, t, cond, concat_cond=None):
+        extra = {} if concat_cond is None else {"concat_cond": concat_cond}
+        key = self._signature(x, t, cond, concat_cond)
         g = self.graphs.get(key)
         if isinstance(g, _Graph) and not g.matches(x):
             del self.graphs[key]
@@ -222,13 +236,13 @@ class ModelRunner:
                           and not v.matches(x)]:
                     self.graphs.pop(k).drop()
             self.graphs[key] = ("warm", x.coords if _is_sparse(x) else None)
-            return self.orig_forward(x, t, cond)
+            return self.orig_forward(x, t, cond, **extra)
         if isinstance(g, tuple):
             if _is_sparse(x) and g[1] is not x.coords:
                 self.graphs[key] = ("warm", x.coords)
-                return self.orig_forward(x, t, cond)
+                return self.orig_forward(x, t, cond, **extra)
             try:
-                g = _Graph(self, x, t, cond)
+                g = _Graph(self, x, t, cond, concat_cond)
             except Exception as exc:  # a capture that fails leaves this runner eager (and says why)
                 import warnings
 
@@ -240,8 +254,8 @@ class ModelRunner:
                     c.pinned.clear()
                 if x_is_cuda(x):
                     torch.cuda.synchronize()
-                return self.orig_forward(x, t, cond)
+                return self.orig_forward(x, t, cond, **extra)
             self.graphs[key] = g
             self.captures += 1
         self.replays += 1
-        return g.run(x, t, cond)
+        return g.run(x, t, cond, concat_cond)

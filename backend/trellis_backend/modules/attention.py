@@ -13,8 +13,8 @@ Where the CUDA fast path computes differently (q/k RMS norm, the condition's key
 with a uniform condition, the varlen kernel) the forwards look it up in `trellis_backend.fastpath`;
 rotary phases are applied after the looked-up RMS norm. A `VarLenContext` is never treated as
 uniform and its keys/values are not cached (a condition list is packed anew at every call); its
-attention runs on the looked-up varlen kernel. A module with rope declares
-``fast_path_fusable = False`` (see `fastpath.fusable`).
+attention runs on the looked-up varlen kernel. Rope does not stop the fused maths: the rotation
+comes after the looked-up RMS norm, on its output.
 """
 from __future__ import annotations
 
@@ -96,7 +96,6 @@ class MultiHeadAttention(nn.Module):
         self.ctx_channels = ctx_channels if ctx_channels is not None else channels
         self._type = type
         self.use_rope = use_rope
-        self.fast_path_fusable = not use_rope
         self.qk_rms_norm = qk_rms_norm
         if type == "self":
             self.to_qkv = nn.Linear(channels, channels * 3, bias=qkv_bias)
@@ -178,7 +177,6 @@ class SparseMultiHeadAttention(nn.Module):
         self.window_size = window_size
         self.shift_window = shift_window or 0
         self.use_rope = use_rope
-        self.fast_path_fusable = not use_rope
         self.qk_rms_norm = qk_rms_norm
         if type == "self":
             self.to_qkv = nn.Linear(channels, channels * 3, bias=qkv_bias)

@@ -7,9 +7,9 @@ the modulation once for all blocks; TRELLIS.2 then adds a learned per-block
 offset (`modulation_offset=True`: parameter `modulation`, 6·C).
 
 The norms, modulation, gated residuals and the MLP go through `trellis_backend.fastpath`
-lookups (plain torch maths unless the fast path fuses them). A block with TRELLIS.2's rope or
-modulation offset declares ``fast_path_fusable = False``: the fast path then serves it without
-the fused maths (`fastpath.fusable`).
+lookups (plain torch maths unless the fast path fuses them). TRELLIS.2's blocks take the fused
+maths too: the per-block modulation offset only changes the vectors handed to the fused ops
+(`_adaln`), and rope rotates q/k after the looked-up QK RMS norm.
 """
 from __future__ import annotations
 
@@ -78,7 +78,6 @@ class ModulatedTransformerCrossBlock(nn.Module):
                                              qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm_cross)
         self.mlp = FeedForwardNet(channels, mlp_ratio)
         _add_modulation(self, channels, share_mod, modulation_offset)
-        self.fast_path_fusable = not (use_rope or self.modulation_offset)  # fused kernels: TRELLIS maths only
 
     def forward(self, x: torch.Tensor, mod: torch.Tensor, context: torch.Tensor,
                 phases: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -114,7 +113,6 @@ class SparseTransformerBlock(nn.Module):
                                              shift_window=shift_window, qkv_bias=qkv_bias, use_rope=use_rope,
                                              qk_rms_norm=qk_rms_norm)
         self.mlp = SparseFeedForwardNet(channels, mlp_ratio)
-        self.fast_path_fusable = not use_rope
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         fast = fastpath.lookup(self)
@@ -144,7 +142,6 @@ class ModulatedSparseTransformerCrossBlock(nn.Module):
                                                    qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm_cross)
         self.mlp = SparseFeedForwardNet(channels, mlp_ratio)
         _add_modulation(self, channels, share_mod, modulation_offset)
-        self.fast_path_fusable = not (use_rope or self.modulation_offset)  # fused kernels: TRELLIS maths only
 
     def forward(self, x: SparseTensor, mod: torch.Tensor, context) -> SparseTensor:
         """`context`: dense condition tokens `[B, L, C]` or a `VarLenContext`."""

@@ -4,8 +4,9 @@ Variable-length groups (batch items, or windows) are packed into a padded
 batch with a key-padding mask, so one SDPA call serves them all; groups that
 are all the same length skip the mask. A varlen `kernel` (the fast path's
 `trellis_kernels.varlen_attention`, looked up by the attention modules in
-`trellis_backend.fastpath`) serves ragged groups and windows of CUDA tensors
-instead of the padded SDPA; equal-length groups stay on SDPA (cuDNN/flash).
+`trellis_backend.fastpath`) serves ragged groups and windows instead of the padded
+SDPA wherever it is given (the fast path gives it for CUDA tensors; CPU tests give
+the kernel's float32 reference); equal-length groups stay on SDPA (cuDNN/flash).
 A kernel is `fn(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> [Tq, H, C]`.
 """
 from __future__ import annotations
@@ -19,7 +20,9 @@ from .tensor import SparseTensor
 
 
 def _use_kernel(kernel: Optional[Callable], x: torch.Tensor) -> bool:
-    return kernel is not None and x.is_cuda
+    """A kernel is given only by the fast path: for CUDA tensors, and in CPU tests (`accel.enable(_cpu_kernels=
+    True)`: trellis_kernels' float32 references through the same calls)."""
+    return kernel is not None
 
 
 def _cu_seqlens(lengths: torch.Tensor) -> torch.Tensor:

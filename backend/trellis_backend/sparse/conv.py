@@ -22,9 +22,9 @@ The naming changes nothing else. Backends:
 - `spconv`: spconv's SubMConv3d where importable (its CPU path refuses a fused
   bias, so the bias is added afterwards).
 Select with `set_conv_backend()` or `TRELLIS_CONV_BACKEND` (`trellis_backend.settings`).
-`auto` picks, on CUDA, the fast path's kernel where one serves this layer
-(`trellis_backend.fastpath`: trellis_kernels' Triton conv), else spconv when
-importable, else torch; on CPU always torch.
+`auto` picks the fast path's kernel where one serves this layer
+(`trellis_backend.fastpath`: trellis_kernels' Triton conv on CUDA; on CPU only in tests,
+its float32 reference), else on CUDA spconv when importable, else torch.
 
 Two facts of spconv that the released weights and the reference depend on:
 - a 1×1×1 submanifold conv is computed as `feats @ weight.view(in, out)`
@@ -78,9 +78,9 @@ def _resolve_backend(device: torch.device, fast_kernel: bool) -> str:
     backend = get_conv_backend()
     if backend != "auto":
         return backend
+    if fast_kernel:  # CUDA models on the fast path; CPU ones only in tests (`accel.enable(_cpu_kernels=True)`)
+        return "fast"
     if device.type == "cuda":
-        if fast_kernel:
-            return "fast"
         return "spconv" if spconv_available() else "torch"
     return "torch"
 
