@@ -39,7 +39,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--formats", default="glb,ply,slat", help=FORMAT_HELP)
     p.add_argument("--out", default="trellis_outputs", metavar="DIR", help="output folder (default ./trellis_outputs)")
-    p.add_argument("--name", default=None, help="output file name stem (default: derived from the input)")
+    p.add_argument("--name", default=None, help="output file name stem (default: derived from the input); "
+                                                "an existing name gets _2, _3, ... unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--models-root", default=None, metavar="DIR",
@@ -116,10 +118,9 @@ def _validate_inputs(args) -> None:
             load_image(path)
     if args.background_threshold is not None and not 0 <= args.background_threshold <= 1:
         raise BadInputError(f"--background-threshold must be in [0, 1], got {args.background_threshold}")
-    for opt in ("steps", "ss_steps"):
-        val = getattr(args, opt, None)
-        if val is not None and val < 1:
-            raise BadInputError(f"--{opt.replace('_', '-')} must be at least 1, got {val}")
+    from .pipeline.limits import check_cli_numbers
+
+    check_cli_numbers(args)
     if args.texture_size < 0 or args.texture_size > 8192:
         raise BadInputError("--texture-size must be between 0 and 8192")
     from .pipeline.options import check_name, normalize_formats
@@ -212,7 +213,8 @@ def cmd_generate(args) -> int:
             prompt=args.prompt, image=(args.image[0] if args.image and len(args.image) == 1 else args.image),
             seed=args.seed, ss_steps=ss_steps, slat_steps=args.steps, ss_cfg=args.ss_cfg, slat_cfg=args.cfg,
             formats=args.formats_norm, output_dir=args.out, name=_default_name(args), progress=progress,
-            background_threshold=args.background_threshold, texture_size=args.texture_size)
+            background_threshold=args.background_threshold, texture_size=args.texture_size,
+            overwrite=args.overwrite)
     finally:
         progress.close()
     _report(args, result)
@@ -231,7 +233,8 @@ def cmd_variants(args) -> int:
             image=(args.image[0] if args.image and len(args.image) == 1 else args.image), seed=args.seed,
             slat_steps=args.steps, slat_cfg=args.cfg, formats=args.formats_norm, output_dir=args.out,
             name=_default_name(args) + "_variant", progress=progress,
-            background_threshold=args.background_threshold, texture_size=args.texture_size)
+            background_threshold=args.background_threshold, texture_size=args.texture_size,
+            overwrite=args.overwrite)
     finally:
         progress.close()
     _report(args, result)
@@ -281,7 +284,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"hint: {e.hint}", file=sys.stderr)
         return _exit_code(e)
     except KeyboardInterrupt:
-        print("cancelled (nothing partial was left behind)", file=sys.stderr)
+        from .pipeline.output_files import committed_files
+
+        done = committed_files()  # files of the job appear as a complete set or not at all
+        print("cancelled; " + ("these files were complete before the interrupt: " + ", ".join(done) if done
+                               else "no output file was written"), file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as e:  # unexpected: show what and where to look
         if getattr(args, "debug", False):

@@ -8,15 +8,25 @@ from ..errors import BadInputError
 
 
 def _region_from_args(args) -> dict:
+    from ..server.request_schema import region  # the server's schema: one set of rules for regions
+
     if args.box:
-        values = [float(v) for v in args.box.split(",")]
+        try:
+            values = [float(v) for v in args.box.split(",")]
+        except ValueError:
+            values = []
         if len(values) != 6:
             raise BadInputError("--box takes six numbers: xmin,ymin,zmin,xmax,ymax,zmax (object space, z-up)")
-        return {"box_min": values[:3], "box_max": values[3:]}
+        return region("--box", {"box_min": values[:3], "box_max": values[3:]})
     path = Path(args.voxels).expanduser()
     if not path.is_file():
         raise BadInputError(f"--voxels file not found: {path}", hint="Give a JSON list of [i, j, k] voxel indices.")
-    return {"voxels": json.loads(path.read_text())}
+    try:
+        voxels = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BadInputError(f"--voxels file {path} is not JSON: {e}",
+                            hint="Give a JSON list of [i, j, k] voxel indices.") from None
+    return region("--voxels", {"voxels": voxels})
 
 
 def cmd_edit(args) -> int:
@@ -28,6 +38,9 @@ def cmd_edit(args) -> int:
                             hint="Give the <name>.slat.npz written next to the generated asset.")
     if args.prompt is not None and not args.prompt.strip():
         raise BadInputError("the prompt is empty", hint="Leave out --prompt to reuse the asset's own prompt.")
+    from ..pipeline.limits import check_cli_numbers
+
+    check_cli_numbers(args)
     region = _region_from_args(args)
     progress = _Progress(args.quiet)
     try:

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from ..errors import BadInputError, MissingFileError
+from ..pipeline.limits import check_voxel_count
 from ..sparse import SparseTensor
 from .region import blend_weights, latent_mask, lookup, region_mask_grid
 
@@ -181,6 +182,7 @@ def edit_region(pipe, sidecar_path, region: dict, prompt: Optional[str] = None, 
                                         resample)
             if len(new_coords) == 0:
                 raise BadInputError("the edit left no voxel at all", hint="Try another seed or prompt.")
+            check_voxel_count(len(new_coords), pipe.device.type, progress)
         timings["sparse_structure"] = time.perf_counter() - t
         t = time.perf_counter()
         slat = edit_features(pipe, old_coords, old_feats, new_coords, grid, margin, cond, slat_params,

@@ -34,6 +34,7 @@ import torch
 from ..errors import (BadInputError, Cancelled, CheckpointMismatchError, MissingFileError, OutOfMemoryError,
                       TrellisError)
 from .options import FORMAT_ALIASES, check_name as _check_name, normalize_formats  # noqa: F401
+from .limits import check_voxel_count
 from .samplers import build_sampler
 
 PIPELINE_VERSION = "trellis-blender-pipeline/1"
@@ -237,6 +238,9 @@ class TrellisPipeline:
             allow_network: allow downloads from the Hugging Face hub (models, CLIP).
         """
         folder = Path(folder).expanduser().resolve()
+        from ..models.folder_check import check_model_folder
+
+        check_model_folder(folder, models_root)  # names the damaged file/field before any work
         config = read_pipeline_json(folder)
         dev = choose_device(device)
         dt = choose_dtype(dev, dtype)
@@ -252,6 +256,10 @@ class TrellisPipeline:
                     paths[key] = None  # optional decoder (radiance field): fail only when asked for
             else:
                 paths[key] = None  # encoders etc.: resolved on first use
+        from ..models.folder_check import check_checkpoint
+        for path in paths.values():  # every checkpoint checked before the (slow) encoder loads
+            if path is not None:
+                check_checkpoint(path)
         from .conditioning import build_conditioner
 
         conditioner = build_conditioner(config["args"], folder, root, allow_network, device=dev,
@@ -407,17 +415,18 @@ class TrellisPipeline:
                  slat_steps: Optional[int] = None, ss_cfg: Optional[float] = None, slat_cfg: Optional[float] = None,
                  formats=("mesh", "gaussians"), output_dir=None, name: str = "asset",
                  progress: Optional[ProgressFn] = None, cancel=None, *, background_threshold: Optional[float] = None,
-                 multi_image_mode: str = "stochastic", texture_size: int = 0) -> dict:
+                 multi_image_mode: str = "stochastic", texture_size: int = 0, overwrite: bool = False) -> dict:
         """Generate one asset from a prompt or an image (path, PIL image, or a list for multi-image).
 
         Returns ``{"files": {"glb"|"ply"|"slat": path}, "meta": {...}, "outputs": {...}}``; files are
-        written only when `output_dir` is given (the SLAT sidecar always, with them).
+        written only when `output_dir` is given (the SLAT sidecar always, with them), all together,
+        under `name` or the first free `name_2`, `name_3`, ... (`overwrite=True` replaces instead).
         """
         fmts = normalize_formats(formats)
         with self.inference_guard():
             return self._generate(prompt, image, int(seed), ss_steps, slat_steps, ss_cfg, slat_cfg, fmts,
                                   output_dir, name, progress, cancel, background_threshold, multi_image_mode,
-                                  texture_size)
+                                  texture_size, overwrite)
 
     @contextlib.contextmanager
     def inference_guard(self):
@@ -446,7 +455,7 @@ class TrellisPipeline:
             raise Cancelled(f"cancelled {where}")
 
     def _generate(self, prompt, image, seed, ss_steps, slat_steps, ss_cfg, slat_cfg, fmts, output_dir, name,
-                  progress, cancel, background_threshold, multi_image_mode, texture_size) -> dict:
+                  progress, cancel, background_threshold, multi_image_mode, texture_size, overwrite=False) -> dict:
         timings: Dict[str, float] = {}
         t0 = time.perf_counter()
         report = progress or (lambda *a: None)
@@ -468,6 +477,7 @@ class TrellisPipeline:
         timings["sparse_structure"] = time.perf_counter() - t
         if coords.shape[0] == 0:
             raise EmptyStructureError("the sparse structure is empty (no voxel decoded as occupied)")
+        check_voxel_count(int(coords.shape[0]), self.device.type, progress)
         _free_memory(self.device)
         self._check_cancel(cancel, "after stage 1")
 
@@ -479,7 +489,7 @@ class TrellisPipeline:
 
         settings = self._settings(seed, info, ss_params, slat_params, fmts, multi)
         result = self._decode_and_export(slat, fmts, output_dir, name, settings, progress, cancel, timings,
-                                         texture_size)
+                                         texture_size, overwrite)
         result["meta"]["timings"]["total"] = time.perf_counter() - t0
         result["meta"]["timings"].update({k: v for k, v in timings.items()})
         if "preprocessed" in info:
@@ -509,8 +519,12 @@ class TrellisPipeline:
         }
 
     def _decode_and_export(self, slat, fmts, output_dir, name, settings, progress, cancel, timings,
-                           texture_size: int = 0) -> dict:
+                           texture_size: int = 0, overwrite: bool = False) -> dict:
         from . import export
+        from .finite_check import check_finite
+        from .output_files import OutputSet
+
+        check_finite(slat.feats, "the structured latent (SLAT)")
 
         report = progress or (lambda *a: None)
         t = time.perf_counter()
@@ -540,23 +554,19 @@ class TrellisPipeline:
         files: Dict[str, str] = {}
         if output_dir is not None:
             t = time.perf_counter()
-            out = Path(output_dir).expanduser()
-            out.mkdir(parents=True, exist_ok=True)
             steps = (["glb"] if "mesh" in fmts else []) + (["ply"] if "gaussians" in fmts else []) + ["slat"]
-            for i, kind in enumerate(steps):
-                report("export", i, len(steps), f"writing {kind}")
-                self._check_cancel(cancel, f"before writing the {kind} file")
-                if kind == "glb":
-                    path = out / f"{name}.glb"
-                    info = export.write_glb(path, mesh, gaussians=gaussians, texture_size=texture_size)
-                    meta["glb"] = info
-                elif kind == "ply":
-                    path = out / f"{name}.ply"
-                    export.write_ply(path, gaussians)
-                else:
-                    path = out / f"{name}.slat.npz"
-                    export.write_sidecar(path, slat.coords, slat.feats, settings)
-                files[kind] = str(path.resolve())
+            with OutputSet(output_dir, name, steps, overwrite=overwrite, cancel=cancel) as out:
+                for i, kind in enumerate(steps):
+                    report("export", i, len(steps), f"writing {kind}")
+                    self._check_cancel(cancel, f"before writing the {kind} file; nothing was written")
+                    path = out.temp(kind)
+                    if kind == "glb":
+                        meta["glb"] = export.write_glb(path, mesh, gaussians=gaussians, texture_size=texture_size)
+                    elif kind == "ply":
+                        export.write_ply(path, gaussians)
+                    else:
+                        export.write_sidecar(path, slat.coords, slat.feats, settings)
+            files.update(out.paths)
             report("export", len(steps), len(steps), "files written")
             timings["export"] = time.perf_counter() - t
         return {"files": files, "meta": meta, "outputs": outputs}
@@ -580,7 +590,8 @@ class TrellisPipeline:
                  slat_steps: Optional[int] = None, slat_cfg: Optional[float] = None,
                  formats=("mesh", "gaussians"), output_dir=None, name: str = "variant",
                  progress: Optional[ProgressFn] = None, cancel=None, *,
-                 background_threshold: Optional[float] = None, texture_size: int = 0) -> dict:
+                 background_threshold: Optional[float] = None, texture_size: int = 0,
+                 overwrite: bool = False) -> dict:
         """Re-run stage 2 (SLAT) on a given voxelisation with a new condition / seed.
 
         `mesh_or_coords`: voxel coordinates (``[N, 3]`` or ``[N, 4]`` ints in the 64^3 grid), a
@@ -608,7 +619,7 @@ class TrellisPipeline:
             settings = self._settings(int(seed), info, self.sparse_structure_sampler_params, params, fmts, multi)
             settings["variant_of"] = str(mesh_or_coords) if isinstance(mesh_or_coords, (str, Path)) else None
             res = self._decode_and_export(slat, fmts, output_dir, name, settings, progress, cancel, timings,
-                                          texture_size)
+                                          texture_size, overwrite)
             res["meta"]["timings"].update(timings)
             res["meta"]["timings"]["total"] = time.perf_counter() - t0
             return res
