@@ -83,7 +83,20 @@ well_formed = st.fixed_dictionaries({"id": st.uuids().map(str),
                                      "params": st.one_of(near_valid, near_valid, params)}
                                     ).map(lambda r: json.dumps(r, ensure_ascii=False))
 
+valid_jobs = st.fixed_dictionaries({"id": st.uuids().map(str), "type": st.just("generate"), "params":
+                                    st.fixed_dictionaries({"prompt": st.text(min_size=1, max_size=30).filter(str.strip)},
+                                                          optional={"seed": st.integers(0, 2 ** 63 - 1),
+                                                                    "ss_steps": st.integers(1, 4),
+                                                                    "slat_steps": st.integers(1, 4),
+                                                                    "ss_cfg": st.floats(0, 100),
+                                                                    "slat_cfg": st.floats(0, 100),
+                                                                    "formats": st.sampled_from([["mesh"], ["gaussians"],
+                                                                                                ["mesh", "gaussians"]]),
+                                                                    "name": st.sampled_from(["fuzz", "f\u00fcz z"])})}
+                                   ).map(lambda r: json.dumps(r, ensure_ascii=False))
+
 lines = st.one_of(
+    valid_jobs.map(_encodable),
     well_formed.map(_encodable),
     well_formed.map(_encodable),
     well_formed.map(_encodable),
