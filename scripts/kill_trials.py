@@ -83,6 +83,17 @@ class Backend:
         return name in "".join(self.stderr)
 
 
+def exited_within(b, seconds):
+    """True if the process ended within `seconds` of the signal; otherwise kill -9 it and say so."""
+    try:
+        b.proc.wait(seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        b.proc.kill()
+        b.proc.wait()
+        return False
+
+
 def digests(folder: Path):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
 
@@ -166,7 +177,7 @@ def run_server_trial(rng, model, out, sidecar, kind, sig, calib):
         if result is not None:
             break
     b.proc.send_signal(sig)
-    b.proc.wait(60)
+    hung = not exited_within(b, 60)
     while True:  # events written before the kill may still be in the pipe
         try:
             ev = b.next(timeout=2)
@@ -179,7 +190,7 @@ def run_server_trial(rng, model, out, sidecar, kind, sig, calib):
         elif ev.get("id") == rid and ev.get("type") == "progress":
             last_stage = f"{ev['stage']} {ev['step']}/{ev['total']}"
     files = result.get("files", {}) if result and result.get("type") == "result" else {}
-    return files, last_stage
+    return files, last_stage + (" HUNG after the signal" if hung else "")
 
 
 def run_cli_trial(rng, model, out, sidecar, kind, sig, calib):
@@ -205,7 +216,8 @@ def run_cli_trial(rng, model, out, sidecar, kind, sig, calib):
         "export" if b.stage_seen("export") else "decode" if b.stage_seen("decode") else
         "slat" if b.stage_seen("slat") else "stage 1")
     b.proc.send_signal(sig)
-    b.proc.wait(60)
+    hung = not exited_within(b, 60)
+    stage += " HUNG after the signal" if hung else ""
     time.sleep(0.2)
     out_text = ""
     while True:
@@ -297,7 +309,7 @@ def main(argv=None):
         s = start_server(model, out)  # the next start cleans up
         stop(s)
         left = hidden_leftovers(out)
-        ok = not changed and not incomplete and not left
+        ok = not changed and not incomplete and not left and "HUNG" not in str(moment)
         label = f"{runner.__name__[4:10]} {kind:8s} {signal.Signals(sig).name:7s}"
         print(f"trial {trial + 1:2d} {label} killed at {moment!s:60.60} new={len(new):d} "
               f"reported={len(reported)} committed-unreported={len(unreported)} leftovers={len(left)} "

@@ -26,7 +26,8 @@ from ..pipeline import limits as L
 
 PathLike = Union[str, Path]
 MAX_CONFIG_INT = 1 << 20          # no TRELLIS config value (channels, blocks, resolution) comes near this
-ABSURD_WEIGHT = 1e6               # trained weights stay far below; random float bits exceed it almost surely
+ABSURD_WEIGHT = 1e10              # trained weights stay far below (the embedded encoder peaks at 4e4); random
+                                  # float32/bf16 bits exceed it in a third of the values, random fp16 bits are NaN/inf
 MEMORY_HEADROOM = 1.1             # weights are built once in float32 before they are cast or moved
 REDOWNLOAD = "Re-download the model folder (this file is damaged or was edited by hand)."
 
@@ -132,7 +133,7 @@ def check_model_folder(folder: PathLike, models_root: Optional[PathLike] = None)
     if not isinstance(args, dict):
         raise _bad(file, "args", "must be an object", hint="Use the pipeline.json that came with the model.")
     models = args.get("models")
-    if not isinstance(models, dict) or not models:
+    if not isinstance(models, dict):
         raise _bad(file, "args.models", "must be an object naming the model checkpoints")
     for key, ref in models.items():
         if not isinstance(ref, str) or not ref.strip() or "\0" in ref:

@@ -167,6 +167,17 @@ def main(argv=None):
     send(P.ready_event(pid=os.getpid(), model=runner.model, device=args.device, python=sys.executable,
                        backend_package=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     log.info("ready (model %s, device %s)", runner.model, args.device)
-    code = serve(sys.stdin.buffer, send, runner)
+    try:
+        code = serve(sys.stdin.buffer, send, runner)
+    except KeyboardInterrupt:  # Ctrl-C in a terminal: cancel the job like a shutdown request
+        log.info("interrupted; cancelling the job and exiting")
+        runner.shutdown(timeout=10.0)
+        code = 130
     send.closed = True
+    thread = runner._thread
+    if thread is not None and thread.is_alive():
+        # a job that has not stopped yet must not run under interpreter finalisation (torch aborts or hangs
+        # there); its files are temporaries until committed, and the next start removes them
+        sys.stderr.flush()
+        os._exit(code)
     return code
