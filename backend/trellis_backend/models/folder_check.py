@@ -245,8 +245,8 @@ def available_memory_bytes() -> Optional[int]:
     return None
 
 
-def check_checkpoint(path: PathLike, **overrides) -> None:
-    """Validate `<path>.json` + `<path>.safetensors` without allocating the model (see module doc)."""
+def check_checkpoint(path: PathLike, family: str = "trellis", **overrides) -> None:
+    """Validate `<path>.json` + `<path>.safetensors` of a model `family` without allocating it (module doc)."""
     from .registry import build_model, model_classes
 
     config_file, weights = Path(f"{path}.json"), Path(f"{path}.safetensors")
@@ -260,13 +260,13 @@ def check_checkpoint(path: PathLike, **overrides) -> None:
         raise _bad(config_file, "name", f"must be a model class name (a string), got {type(name).__name__}")
     if not isinstance(args, dict):
         raise _bad(config_file, "args", f"must be an object, got {type(args).__name__}")
-    cls = model_classes().get(name)
+    cls = model_classes(family).get(name)
     if cls is None:
         return  # build_model reports unknown classes with the list of known ones
     _check_config_args(config_file, cls, args)
     shapes = _safetensors_shapes(weights)
     try:
-        meta = build_model(name, {**args, **overrides}, device="meta")
+        meta = build_model(name, {**args, **overrides}, device="meta", family=family)
     except (TypeError, ValueError, AssertionError, ZeroDivisionError, RuntimeError) as e:
         raise _bad(config_file, "args", f"cannot build {name}: {type(e).__name__}: {e}",
                    hint="Use the json that came with the weights.") from None

@@ -1,22 +1,28 @@
-"""Stage 2 denoiser: a sparse DiT over the structured latent (SLat) on the active 64³ voxels.
+"""Sparse DiT denoisers over a structured latent: TRELLIS's stage 2 and TRELLIS.2's shape and texture flows.
 
-Sparse conv res-blocks pack the voxels 2× (mean-pooling) before the
-transformer and unpack them after, with skip connections, as the reference.
+TRELLIS: sparse conv res-blocks pack the voxels 2× (mean-pooling) before the
+transformer and unpack them after, with skip connections (`io_block_channels`).
+TRELLIS.2: no res-blocks; rotary embeddings from the voxel coordinates
+(`pe_mode='rope'`), shared modulation with per-block offsets, and two inputs the
+reference takes at call time: `concat_cond` (the texture flow's shape latent,
+concatenated to x channel-wise) and `cond` as a list of per-item token tensors
+of different lengths.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..modules.attention import VarLenContext
 from ..modules.embedders import AbsolutePositionEmbedder, TimestepEmbedder
 from ..modules.norm import LayerNorm32
-from ..modules.precision import convert_module_to_f16, convert_module_to_f32, zero_module
+from ..modules.precision import convert_module_to, torso_dtype, zero_module
 from ..modules.transformer import ModulatedSparseTransformerCrossBlock
-from ..sparse import SparseConv3d, SparseDownsample, SparseLinear, SparseTensor, SparseUpsample
-from .init import init_dit_weights
+from ..sparse import SparseConv3d, SparseDownsample, SparseLinear, SparseTensor, SparseUpsample, sparse_cat
+from .init import init_flow_weights
 
 
 class SparseResBlock3d(nn.Module):
@@ -54,12 +60,14 @@ class SLatFlowModel(nn.Module):
     def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
                  out_channels: int, num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64,
                  mlp_ratio: float = 4, patch_size: int = 2, num_io_res_blocks: int = 2,
-                 io_block_channels: Optional[List[int]] = None, pe_mode: str = "ape", use_fp16: bool = False,
+                 io_block_channels: Optional[List[int]] = None, pe_mode: str = "ape",
+                 rope_freq: Sequence[float] = (1.0, 10000.0), use_fp16: bool = False, dtype: Optional[str] = None,
                  use_checkpoint: bool = False, use_skip_connection: bool = True, share_mod: bool = False,
-                 qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False):
+                 modulation_offset: bool = False, initialization: str = "vanilla", qk_rms_norm: bool = False,
+                 qk_rms_norm_cross: bool = False):
         super().__init__()
-        if pe_mode != "ape":
-            raise ValueError("pe_mode='rope' is not supported: no released TRELLIS checkpoint uses it; use 'ape'")
+        if pe_mode not in ("ape", "rope"):
+            raise ValueError(f"pe_mode must be 'ape' or 'rope', got {pe_mode!r}")
         self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
         self.model_channels, self.cond_channels, self.num_blocks = model_channels, cond_channels, num_blocks
         self.num_heads = num_heads or model_channels // num_head_channels
@@ -68,14 +76,16 @@ class SLatFlowModel(nn.Module):
         self.pe_mode, self.use_fp16, self.use_checkpoint = pe_mode, use_fp16, use_checkpoint
         self.use_skip_connection, self.share_mod = use_skip_connection, share_mod
         self.qk_rms_norm, self.qk_rms_norm_cross = qk_rms_norm, qk_rms_norm_cross
-        self.dtype = torch.float16 if use_fp16 else torch.float32
+        self.initialization = initialization
+        self.dtype = torso_dtype(use_fp16, dtype)
         if io_block_channels is not None and 2 ** len(io_block_channels) != patch_size:
             raise ValueError("patch_size must be 2 ** len(io_block_channels)")
 
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, 6 * model_channels))
-        self.pos_embedder = AbsolutePositionEmbedder(model_channels)
+        if pe_mode == "ape":
+            self.pos_embedder = AbsolutePositionEmbedder(model_channels)
         first = model_channels if io_block_channels is None else io_block_channels[0]
         self.input_layer = SparseLinear(in_channels, first)
 
@@ -94,28 +104,47 @@ class SLatFlowModel(nn.Module):
 
         self.blocks = nn.ModuleList([
             ModulatedSparseTransformerCrossBlock(model_channels, cond_channels, num_heads=self.num_heads,
-                                                 mlp_ratio=mlp_ratio, share_mod=share_mod, qk_rms_norm=qk_rms_norm,
+                                                 mlp_ratio=mlp_ratio, use_rope=pe_mode == "rope",
+                                                 rope_freq=rope_freq, share_mod=share_mod,
+                                                 modulation_offset=modulation_offset, qk_rms_norm=qk_rms_norm,
                                                  qk_rms_norm_cross=qk_rms_norm_cross)
             for _ in range(num_blocks)
         ])
         self.out_layer = SparseLinear(first, out_channels)
-        init_dit_weights(self)
-        if use_fp16:
-            self.convert_to_fp16()
+        init_flow_weights(self, initialization)
+        self.convert_to(self.dtype)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def convert_to_fp16(self) -> None:
+    def convert_to(self, dtype: torch.dtype) -> None:
+        """Cast the torso's linear and conv layers (res-blocks and transformer blocks) to `dtype`."""
+        self.dtype = dtype
         for part in (self.input_blocks, self.blocks, self.out_blocks):
-            part.apply(convert_module_to_f16)
+            part.apply(lambda m: convert_module_to(m, dtype))
+
+    def convert_to_fp16(self) -> None:
+        self.convert_to(torch.float16)
 
     def convert_to_fp32(self) -> None:
-        for part in (self.input_blocks, self.blocks, self.out_blocks):
-            part.apply(convert_module_to_f32)
+        self.convert_to(torch.float32)
 
-    def forward(self, x: SparseTensor, t: torch.Tensor, cond: torch.Tensor) -> SparseTensor:
+    def forward(self, x: SparseTensor, t: torch.Tensor, cond: Union[torch.Tensor, List[torch.Tensor]],
+                concat_cond: Optional[SparseTensor] = None) -> SparseTensor:
+        """`cond`: `[B, L, C]` tokens or a list of B `[L_i, C]` tensors; `concat_cond`: extra input channels on
+        x's voxels (same coordinates, same order), placed after x's."""
+        if concat_cond is not None:
+            same = concat_cond.coords is x.coords or (concat_cond.coords.shape == x.coords.shape
+                                                      and torch.equal(concat_cond.coords, x.coords))
+            if not same:
+                raise ValueError("concat_cond must lie on the same voxels as x, in the same order")
+            x = sparse_cat([x, concat_cond], dim=-1)
+        if x.feats.shape[-1] != self.in_channels:
+            raise ValueError(f"input has {x.feats.shape[-1]} channels, the model takes {self.in_channels}"
+                             + (" (x plus concat_cond)" if concat_cond is not None else ""))
+        if isinstance(cond, (list, tuple)):
+            cond = VarLenContext.from_list(cond)
         h = self.input_layer(x).type(self.dtype)
         t_emb = self.t_embedder(t)
         if self.share_mod:
@@ -125,7 +154,8 @@ class SLatFlowModel(nn.Module):
         for block in self.input_blocks:
             h = block(h, t_emb)
             skips.append(h.feats)
-        h = h + self.pos_embedder(h.coords[:, 1:]).type(self.dtype)
+        if self.pe_mode == "ape":
+            h = h + self.pos_embedder(h.coords[:, 1:]).type(self.dtype)
         for block in self.blocks:
             h = block(h, t_emb, cond)
         for block, skip in zip(self.out_blocks, reversed(skips)):
@@ -135,4 +165,4 @@ class SLatFlowModel(nn.Module):
 
 
 class ElasticSLatFlowModel(SLatFlowModel):
-    """Same network and weights; the reference's name for its low-VRAM training variant."""
+    """Same network and weights; the references' name for their low-VRAM training variant."""

@@ -1,7 +1,8 @@
-"""Sinusoidal embeddings of timesteps and of voxel positions."""
+"""Sinusoidal embeddings of timesteps and of voxel positions, and rotary phases of voxel positions."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -56,3 +57,41 @@ class AbsolutePositionEmbedder(nn.Module):
         if emb.shape[1] < self.channels:
             emb = torch.cat([emb, emb.new_zeros(n, self.channels - emb.shape[1])], dim=-1)
         return emb
+
+
+class RotaryPositionEmbedder:
+    """Rotary (RoPE) phases of integer 3-D positions, as TRELLIS.2 uses them in self-attention.
+
+    Each axis gets ``head_dim // 2 // 3`` frequencies ``rope_freq[0] / rope_freq[1] ** (i / n)``; a
+    position's phases are ``exp(i · coord · freq)`` for x, then y, then z, padded with phase 0 (a unit
+    rotation) up to ``head_dim // 2`` (e.g. head dim 128: 3·21 = 63 phases + 1 pad). Holds no weights.
+    """
+
+    def __init__(self, head_dim: int, dim: int = 3, rope_freq: Sequence[float] = (1.0, 10000.0)):
+        if head_dim % 2:
+            raise ValueError(f"rotary embeddings need an even head dimension, got {head_dim}")
+        self.head_dim, self.dim = head_dim, dim
+        self.rope_freq = (float(rope_freq[0]), float(rope_freq[1]))
+        self.freq_dim = head_dim // 2 // dim
+
+    def _freqs(self, device) -> torch.Tensor:
+        f = torch.arange(self.freq_dim, dtype=torch.float32, device=device) / self.freq_dim
+        return self.rope_freq[0] / (self.rope_freq[1] ** f)
+
+    def __call__(self, positions: torch.Tensor) -> torch.Tensor:
+        """Complex64 phases ``[..., head_dim // 2]`` of positions ``[..., dim]``."""
+        if positions.shape[-1] != self.dim:
+            raise ValueError(f"expected {self.dim}-d positions, got {positions.shape[-1]}")
+        angles = torch.outer(positions.reshape(-1).float(), self._freqs(positions.device))
+        phases = torch.polar(torch.ones_like(angles), angles).reshape(*positions.shape[:-1], -1)
+        pad = self.head_dim // 2 - phases.shape[-1]
+        if pad > 0:
+            unit = torch.polar(phases.real.new_ones(*phases.shape[:-1], pad), phases.real.new_zeros(*phases.shape[:-1], pad))
+            phases = torch.cat([phases, unit], dim=-1)
+        return phases
+
+
+def apply_rotary(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of ``x`` ``[..., L, H, D]`` by ``phases`` ``[L, D/2]`` (in float32)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * phases.unsqueeze(-2)).reshape(*x.shape).to(x.dtype)

@@ -25,6 +25,18 @@ What differs from the reference is only how the work is scheduled:
   ``cancel.is_set()`` check before every step (raises `trellis_backend.errors.Cancelled`);
 * ``keep_trajectory`` controls whether the per-step predictions are kept (memory).
 
+TRELLIS.2's parameterisation (microsoft/TRELLIS.2 `pipelines/samplers`), chosen by passing
+``guidance_strength`` instead of ``cfg_strength``:
+
+* ``v = s v_cond + (1 - s) v_uncond`` with s = guidance_strength inside ``guidance_interval``
+  (else s = 1: the conditional prediction alone; s = 0 uses the unconditional one alone);
+* CFG rescale (``guidance_rescale`` r > 0): with ``x0(v) = (1 - σ) x_t - (σ + (1 - σ) t) v``,
+  ``x0 = r x0(v) std(x0(v_cond)) / std(x0(v)) + (1 - r) x0(v)`` and v is recomputed from x0. std is per
+  batch item: for dense tensors torch's (unbiased) std over all non-batch dims; for sparse tensors
+  ``sqrt(E[x²] - E[x]²)`` over the item's voxels and channels, as the reference's SparseTensor.std;
+* ``concat_cond`` (a tensor on the sample's voxels, e.g. the texture flow's shape latent) is passed
+  to the model at every step, stacked like x when the step's predictions are batched.
+
 Multi-image conditioning (`multi_image=`): the condition holds one entry per image and
 the negative condition one entry. 'stochastic' uses image ``i % n`` at step i;
 'multidiffusion' averages the velocity over all images (then guides with the negative),
@@ -122,7 +134,29 @@ def _expand_cond(cond, b: int):
         return None
     if isinstance(cond, torch.Tensor) and cond.shape[0] == 1 and b > 1:
         return cond.repeat(b, *([1] * (cond.dim() - 1)))
+    if isinstance(cond, list) and len(cond) == 1 and b > 1:
+        return cond * b
     return cond
+
+
+def _cat_conds(groups: List[Any]):
+    """One batched condition from several: tensors along the batch, per-item token lists end to end."""
+    if isinstance(groups[0], list):
+        return [c for g in groups for c in g]
+    return torch.cat(groups, dim=0)
+
+
+def _item_std(x0: torch.Tensor, template) -> torch.Tensor:
+    """Per batch item std of x0 (dense `[B, ...]`, or the feats of the sparse `template`'s voxels), shaped to
+    broadcast against x0 (the reference's Tensor.std / SparseTensor.std)."""
+    if template is None:
+        return x0.std(dim=list(range(1, x0.dim())), keepdim=True)
+    lengths = torch.as_tensor(template.seqlens, device=x0.device)
+    flat = x0.reshape(x0.shape[0], -1)
+    mean = torch.segment_reduce(flat.mean(dim=1), "mean", lengths=lengths)
+    mean2 = torch.segment_reduce((flat ** 2).mean(dim=1), "mean", lengths=lengths)
+    std = (mean2 - mean ** 2).sqrt()
+    return std[template.batch_index].reshape(-1, *[1] * (x0.dim() - 1))
 
 
 class FlowEulerSampler:
@@ -153,6 +187,44 @@ class FlowEulerSampler:
         out = a * feats + b * eps
         return x.replace(out) if sparse else out
 
+    @staticmethod
+    def _aligned_concat_cond(noise, concat_cond, sparse: bool):
+        """`concat_cond` on the noise's own coordinate tensor (checked once, so no step compares coords)."""
+        if not sparse:
+            if concat_cond.shape[0] != noise.shape[0]:
+                raise ValueError(f"concat_cond has batch {concat_cond.shape[0]}, the sample {noise.shape[0]}")
+            return concat_cond
+        if not _is_sparse(concat_cond) or concat_cond.coords.shape != noise.coords.shape \
+                or not torch.equal(concat_cond.coords, noise.coords):
+            raise ValueError("concat_cond must be a sparse tensor on the noise's voxels, in the same order")
+        return noise.replace(concat_cond.feats)
+
+    def _strength(self, t: float, strength: float, interval) -> float:
+        """TRELLIS.2's guidance weight at time t (1 = conditional prediction alone)."""
+        if self.guidance == "none":
+            return 1.0
+        if self.guidance == "always" or interval[0] <= t <= interval[1]:
+            return strength
+        return 1.0
+
+    def _combine(self, x_feats, t: float, vs: List[torch.Tensor], n_conds: int, s: float, rescale: float,
+                 template) -> torch.Tensor:
+        """TRELLIS.2's guided velocity from the step's predictions (conditional ones first, then the negative)."""
+        if s == 0:
+            return vs[-1]
+        v_c = vs[0] if n_conds == 1 else sum(vs[:n_conds]) / n_conds
+        if s == 1:
+            return v_c
+        v = s * v_c + (1 - s) * vs[-1]
+        if rescale > 0:
+            sig = self.sigma_min
+            x0_pos = self._v_to_xstart(x_feats, t, v_c)
+            x0_cfg = self._v_to_xstart(x_feats, t, v)
+            ratio = _item_std(x0_pos, template) / _item_std(x0_cfg, template)
+            x0 = rescale * (x0_cfg * ratio) + (1 - rescale) * x0_cfg
+            v = ((1 - sig) * x_feats - x0) / (sig + (1 - sig) * t)
+        return v
+
     def _guided(self, t: float, cfg_strength: float, cfg_interval) -> bool:
         if self.guidance == "none" or cfg_strength == 0:
             return False
@@ -170,10 +242,14 @@ class FlowEulerSampler:
         neg_cond=None,
         steps: int = 50,
         rescale_t: float = 1.0,
-        cfg_strength: float = 0.0,
-        cfg_interval: Sequence[float] = (0.0, 1.0),
+        cfg_strength: Optional[float] = None,
+        cfg_interval: Optional[Sequence[float]] = None,
         verbose: bool = False,
         *,
+        guidance_strength: Optional[float] = None,
+        guidance_interval: Optional[Sequence[float]] = None,
+        guidance_rescale: float = 0.0,
+        concat_cond=None,
         batch_cfg: bool = True,
         multi_image: Optional[str] = None,
         keep_trajectory: bool = False,
@@ -200,12 +276,27 @@ class FlowEulerSampler:
                 replaces the known part of x there, RePaint-style).
             resample: with a step_hook, redo each step this many more times after jumping back from
                 t_prev to t through the forward process (RePaint's resampling; harmonises the edit).
+            cfg_strength / cfg_interval: TRELLIS's guidance ``(1 + w) v_cond - w v_uncond``.
+            guidance_strength / guidance_interval / guidance_rescale: TRELLIS.2's guidance (module docstring);
+                give these or the cfg_* ones, not both.
+            concat_cond: passed to the model as ``concat_cond=`` at every step (same voxels as `noise`).
         """
         if multi_image not in (None, "stochastic", "multidiffusion"):
             raise ValueError(f"multi_image must be None, 'stochastic' or 'multidiffusion', got {multi_image!r}")
+        trellis2 = guidance_strength is not None
+        if trellis2 and (cfg_strength is not None or cfg_interval is not None):
+            raise ValueError("give cfg_strength/cfg_interval (TRELLIS) or guidance_strength/guidance_interval "
+                             "(TRELLIS.2), not both")
+        if not trellis2 and (guidance_interval is not None or guidance_rescale):
+            raise ValueError("guidance_interval and guidance_rescale need guidance_strength (TRELLIS.2 sampling)")
+        cfg_strength = 0.0 if cfg_strength is None else cfg_strength
+        cfg_interval = (0.0, 1.0) if cfg_interval is None else cfg_interval
+        guidance_interval = (0.0, 1.0) if guidance_interval is None else guidance_interval
         pairs = timestep_schedule(steps, rescale_t)
         b = _batch_size(noise)
         sparse = _is_sparse(noise)
+        if concat_cond is not None:
+            kwargs["concat_cond"] = self._aligned_concat_cond(noise, concat_cond, sparse)
 
         n_images = 1
         if multi_image is not None:
@@ -224,6 +315,7 @@ class FlowEulerSampler:
 
         replicators: dict = {}
         cond_cache: dict = {}
+        stacked_kwargs: dict = {}
 
         def forward(x_t, t: float, groups: List[Any]) -> List[torch.Tensor]:
             """Velocities (feats for sparse) for each condition in `groups`."""
@@ -234,10 +326,13 @@ class FlowEulerSampler:
                     replicators[k] = _Replicator(x_t, k)
                 rep = replicators[k]
                 if key not in cond_cache:
-                    cond_cache[key] = groups[0] if k == 1 else torch.cat(groups, dim=0)
+                    cond_cache[key] = groups[0] if k == 1 else _cat_conds(groups)
+                if k not in stacked_kwargs:
+                    stacked_kwargs[k] = {**kwargs, **({"concat_cond": rep.stack(kwargs["concat_cond"])}
+                                                      if "concat_cond" in kwargs else {})}
                 x_in = rep.stack(x_t)
                 t_in = torch.full((k * b,), 1000.0 * t, dtype=torch.float32, device=x_t.device)
-                out = model(x_in, t_in, cond_cache[key], **kwargs)
+                out = model(x_in, t_in, cond_cache[key], **stacked_kwargs[k])
                 return rep.split(out)
             outs = []
             t_in = torch.full((b,), 1000.0 * t, dtype=torch.float32, device=x_t.device)
@@ -253,8 +348,12 @@ class FlowEulerSampler:
                 raise Cancelled(f"cancelled during {stage} before step {i + 1}/{steps}")
             idx = cond_groups_for(i)
             conds = [image_conds[j] for j in idx]
-            guided = self._guided(t, cfg_strength, cfg_interval)
-            groups = conds + [neg] if guided else conds
+            if trellis2:
+                s = self._strength(t, guidance_strength, guidance_interval)
+                groups = conds if s == 1 else [neg] if s == 0 else conds + [neg]
+            else:
+                guided = self._guided(t, cfg_strength, cfg_interval)
+                groups = conds + [neg] if guided else conds
             for jump in range(resample + 1 if step_hook is not None else 1):
                 if jump and cancel is not None and cancel.is_set():  # resampling can be long: honour cancel
                     raise Cancelled(f"cancelled during {stage} step {i + 1}/{steps} (resampling)")
@@ -262,14 +361,17 @@ class FlowEulerSampler:
                     x = self._renoise(x, t_prev, t, sparse, generator)
                 vs = forward(x, t, groups)
                 vs = [v.to(x.feats.dtype if sparse else x.dtype) for v in vs]
-                v_c = vs[0]
-                if len(conds) > 1:
-                    v_c = sum(vs[:len(conds)]) / len(conds)
-                if guided:
-                    v = (1 + cfg_strength) * v_c - cfg_strength * vs[-1]
-                else:
-                    v = v_c
                 x_feats = x.feats if sparse else x
+                if trellis2:
+                    v = self._combine(x_feats, t, vs, len(conds), s, guidance_rescale, x if sparse else None)
+                else:
+                    v_c = vs[0]
+                    if len(conds) > 1:
+                        v_c = sum(vs[:len(conds)]) / len(conds)
+                    if guided:
+                        v = (1 + cfg_strength) * v_c - cfg_strength * vs[-1]
+                    else:
+                        v = v_c
                 x_prev = x_feats - (t - t_prev) * v
                 if keep_trajectory and jump == 0:
                     x0 = self._v_to_xstart(x_feats, t, v)
@@ -290,8 +392,11 @@ class FlowEulerCfgSampler(FlowEulerSampler):
     guidance = "always"
 
     def sample(self, model, noise, cond, neg_cond, steps: int = 50, rescale_t: float = 1.0,
-               cfg_strength: float = 3.0, verbose: bool = False, **kwargs) -> SampleResult:
+               cfg_strength: Optional[float] = None, verbose: bool = False, **kwargs) -> SampleResult:
         kwargs.pop("cfg_interval", None)
+        kwargs.pop("guidance_interval", None)
+        if cfg_strength is None and kwargs.get("guidance_strength") is None:
+            cfg_strength = 3.0
         return super().sample(model, noise, cond, neg_cond, steps=steps, rescale_t=rescale_t,
                               cfg_strength=cfg_strength, verbose=verbose, **kwargs)
 
@@ -302,8 +407,11 @@ class FlowEulerGuidanceIntervalSampler(FlowEulerSampler):
     guidance = "interval"
 
     def sample(self, model, noise, cond, neg_cond, steps: int = 50, rescale_t: float = 1.0,
-               cfg_strength: float = 3.0, cfg_interval: Sequence[float] = (0.0, 1.0),
+               cfg_strength: Optional[float] = None, cfg_interval: Optional[Sequence[float]] = None,
                verbose: bool = False, **kwargs) -> SampleResult:
+        if kwargs.get("guidance_strength") is None:
+            cfg_strength = 3.0 if cfg_strength is None else cfg_strength
+            cfg_interval = (0.0, 1.0) if cfg_interval is None else cfg_interval
         return super().sample(model, noise, cond, neg_cond, steps=steps, rescale_t=rescale_t,
                               cfg_strength=cfg_strength, cfg_interval=cfg_interval, verbose=verbose, **kwargs)
 

@@ -1,8 +1,11 @@
 """Submanifold sparse 3D convolution with two interchangeable backends.
 
-Weights are stored as spconv stores them (`conv.weight` of shape
-`[out, k, k, k, in]`, `conv.bias` `[out]`), so the released checkpoints load
-as they are. Backends:
+Weights are stored in spconv's layout `[out, k, k, k, in]` (+ bias `[out]`); kernel
+index (a, b, c) reads the neighbour at (x + a - k//2, y + b - k//2, z + c - k//2).
+Their state_dict names follow the backend the released checkpoints were saved
+with (`param_naming`): TRELLIS's spconv checkpoints say `<layer>.conv.weight`
+(the default here), TRELLIS.2's flex_gemm checkpoints say `<layer>.weight`.
+The naming changes nothing else. Backends:
 - `torch`: our own pure-PyTorch path (neighbour map by hashing, cached per
   coordinate set); runs anywhere, used on the GPU machine where spconv has no
   build. It gathers the K³ neighbour rows of a block of voxels into one
@@ -25,7 +28,8 @@ else spconv when importable, else torch; on CPU always torch.
 Two facts of spconv that the released weights and the reference depend on:
 - a 1×1×1 submanifold conv is computed as `feats @ weight.view(in, out)`
   (spconv's conv1x1 fast path reinterprets the `[out,1,1,1,in]` buffer), so the
-  trained 1×1 weights are used that way here too;
+  trained 1×1 weights of the spconv naming are used that way here too (the
+  flex_gemm naming's 1×1 is the plain `feats @ weight.view(out, in).T`);
 - spconv's CPU indice-pair generation races when torch uses several threads
   (the same input gives different outputs run to run), so our spconv backend
   runs it single-threaded on CPU.
@@ -41,7 +45,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .neighbors import build_neighbor_map, padded_neighbor_index, subdivided_neighbor_map, subdivision_tables
+from .neighbors import (build_neighbor_map, children_neighbor_map, padded_neighbor_index, subdivided_neighbor_map,
+                        subdivision_tables)
 from .tensor import SparseTensor
 
 _BACKEND = os.environ.get("TRELLIS_CONV_BACKEND", "auto")
@@ -94,18 +99,28 @@ def _single_threaded():
         torch.set_num_threads(threads)
 
 
+def _add_conv_params(module: nn.Module, in_channels: int, out_channels: int, kernel_size: int, bias: bool) -> None:
+    """Register `weight` `[out, k, k, k, in]` and `bias` `[out]` (or None) on `module`."""
+    k = kernel_size
+    module.weight = nn.Parameter(torch.empty(out_channels, k, k, k, in_channels))
+    module.register_parameter("bias", nn.Parameter(torch.empty(out_channels)) if bias else None)
+    fan_in = in_channels * k ** 3
+    nn.init.uniform_(module.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 class _ConvParams(nn.Module):
-    """Holds `weight` and `bias` under the key names of the released checkpoints (`<layer>.conv.*`)."""
+    """Holds `weight` and `bias` under spconv's key names (`<layer>.conv.*`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool):
         super().__init__()
-        k = kernel_size
-        self.weight = nn.Parameter(torch.empty(out_channels, k, k, k, in_channels))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        fan_in = in_channels * k ** 3
-        nn.init.uniform_(self.weight, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _add_conv_params(self, in_channels, out_channels, kernel_size, bias)
+
+
+# state_dict names of the parameters: spconv's (`<layer>.conv.weight`, TRELLIS) or flex_gemm's
+# (`<layer>.weight`, TRELLIS.2)
+PARAM_NAMINGS = ("spconv", "flex_gemm")
 
 
 def conv_with_neighbor_map(feats: torch.Tensor, nbr: torch.Tensor, weight: torch.Tensor,
@@ -280,11 +295,19 @@ def _compute_dtype(feats: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 
 class SparseConv3d(nn.Module):
-    """Submanifold conv (stride 1, output voxels = input voxels, same order)."""
+    """Submanifold conv (stride 1, output voxels = input voxels, same order).
+
+    `param_naming` picks the state_dict names (`PARAM_NAMINGS`): "spconv" keeps the parameters in a
+    `conv` child (`<layer>.conv.weight`), "flex_gemm" on the layer itself (`<layer>.weight`); use
+    `kernel_params()` to reach them either way.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 dilation: int = 1, padding=None, bias: bool = True, indice_key: Optional[str] = None):
+                 dilation: int = 1, padding=None, bias: bool = True, indice_key: Optional[str] = None,
+                 param_naming: str = "spconv"):
         super().__init__()
+        if param_naming not in PARAM_NAMINGS:
+            raise ValueError(f"unknown sparse conv param_naming {param_naming!r}; choose one of {PARAM_NAMINGS}")
         if stride != 1 or padding is not None:
             raise ValueError("only submanifold (stride 1, no padding) sparse convolutions are used by TRELLIS "
                              "and supported here")
@@ -294,18 +317,30 @@ class SparseConv3d(nn.Module):
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         self.dilation = dilation
-        self.conv = _ConvParams(in_channels, out_channels, kernel_size, bias)
+        self.param_naming = param_naming
+        if param_naming == "spconv":
+            self.conv = _ConvParams(in_channels, out_channels, kernel_size, bias)
+        else:
+            _add_conv_params(self, in_channels, out_channels, kernel_size, bias)
+
+    def kernel_params(self):
+        """(weight `[out, k, k, k, in]`, bias `[out]` or None), whatever `param_naming` is."""
+        holder = self.conv if self.param_naming == "spconv" else self
+        return holder.weight, holder.bias
 
     def neighbor_map(self, x: SparseTensor) -> torch.Tensor:
         """`[N, K³]` neighbour rows (-1: none), cached per coordinate set; derived from the parents' map for
-        subdivided voxels."""
+        subdivided voxels (all children: `SparseSubdivide`; some: `SparseChannel2Spatial`)."""
         key = f"nbr_k{self.kernel_size}_d{self.dilation}"
         nbr = x.get_spatial_cache(key)
         if nbr is None:
-            record = x.get_spatial_cache("subdivided_from")
-            if (self.kernel_size == 3 and self.dilation == 1 and record is not None
-                    and 8 * record["coords"].shape[0] == x.coords.shape[0]):
-                nbr = subdivided_neighbor_map(self._parent_map(record))
+            full = x.get_spatial_cache("subdivided_from")
+            some = x.get_spatial_cache("children_of")
+            plain_3x3x3 = self.kernel_size == 3 and self.dilation == 1
+            if plain_3x3x3 and full is not None and 8 * full["coords"].shape[0] == x.coords.shape[0]:
+                nbr = subdivided_neighbor_map(self._parent_map(full))
+            elif plain_3x3x3 and some is not None and some["parent"].shape[0] == x.coords.shape[0]:
+                nbr = children_neighbor_map(self._parent_map(some), some["parent"], some["child"], some["child_rows"])
             else:
                 nbr = build_neighbor_map(x.coords, self.kernel_size, self.dilation)
             x.register_spatial_cache(key, nbr)
@@ -313,8 +348,12 @@ class SparseConv3d(nn.Module):
 
     @staticmethod
     def _parent_map(record: dict) -> torch.Tensor:
+        """The parents' 3×3×3 map: the one their own convs cached (`parent_cache`), else built once here."""
         if "nbr" not in record:
-            record["nbr"] = build_neighbor_map(record["coords"], 3, 1)
+            known = record.get("parent_cache", {}).get("nbr_k3_d1")
+            if known is None or known.shape[0] != record["coords"].shape[0]:
+                known = build_neighbor_map(record["coords"], 3, 1)
+            record["nbr"] = known
         return record["nbr"]
 
     def _padded_map(self, x: SparseTensor) -> torch.Tensor:
@@ -344,7 +383,7 @@ class SparseConv3d(nn.Module):
         return cached[1]
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        weight, bias = self.conv.weight, self.conv.bias
+        weight, bias = self.kernel_params()
         backend = _resolve_backend(x.device)
         if self.kernel_size != 1 and backend in ("fast", "spconv"):
             feats = x.feats.to(weight.dtype) if x.feats.dtype != weight.dtype else x.feats
@@ -359,7 +398,10 @@ class SparseConv3d(nn.Module):
                                                   or (bias is not None and bias.requires_grad))
         parents = self._subdivision_parents(x, needs_grad)
         if self.kernel_size == 1:
-            w = weight.reshape(self.in_channels, self.out_channels)  # spconv's conv1x1 semantics
+            if self.param_naming == "spconv":
+                w = weight.reshape(self.in_channels, self.out_channels)  # spconv's conv1x1 semantics
+            else:
+                w = weight.reshape(self.out_channels, self.in_channels).t()  # flex_gemm: the plain 1×1 conv
             src = parents[0].to(dtype) if parents is not None else x.feats.to(dtype)
             out = torch.addmm(bias, src, w) if bias is not None else src @ w
             if parents is not None:
@@ -379,13 +421,14 @@ class SparseConv3d(nn.Module):
 
         layer = spconv.SubMConv3d(self.in_channels, self.out_channels, self.kernel_size,
                                   dilation=self.dilation, bias=False)
-        layer.weight = self.conv.weight  # share, not copy; the helper layer is not registered
+        weight, bias = self.kernel_params()
+        layer.weight = weight  # share, not copy; the helper layer is not registered
         coords = x.coords.int()
         spatial_shape = (coords[:, 1:].max(dim=0).values + 1).tolist() if coords.shape[0] else [1, 1, 1]
         st = spconv.SparseConvTensor(feats, coords, spatial_shape, x.batch_size)
         guard = _single_threaded() if feats.device.type == "cpu" else contextlib.nullcontext()
         with guard:
             out = layer(st).features
-        if self.conv.bias is not None:
-            out = out + self.conv.bias
+        if bias is not None:
+            out = out + bias
         return out

@@ -94,3 +94,20 @@ def subdivided_neighbor_map(parent_nbr: torch.Tensor) -> torch.Tensor:
     p = parent_nbr[:, t["parent"].reshape(-1)].reshape(n, 8, 27)  # [N, 8 children, 27]
     fine = p * 8 + t["child"][None]
     return torch.where(p >= 0, fine, torch.full_like(fine, -1)).reshape(n * 8, 27)
+
+
+def children_neighbor_map(parent_nbr: torch.Tensor, parent: torch.Tensor, child: torch.Tensor,
+                          child_rows: torch.Tensor) -> torch.Tensor:
+    """The 3×3×3 neighbour map of some of the children of a voxel set, derived from the parents' 3×3×3 map
+    without hashing.
+
+    Row j is child `child[j]` (in `subdivision_tables` order, c = (cx * 2 + cy) * 2 + cz) of parent row
+    `parent[j]`; `child_rows[P, c]` is the row of child c of parent P, -1 where it is absent. Equal to
+    `build_neighbor_map` of the children's coordinates.
+    """
+    if parent.numel() == 0:
+        return torch.empty(0, 27, dtype=torch.long, device=parent_nbr.device)
+    t = subdivision_tables(parent_nbr.device)
+    neighbour_parent = parent_nbr[parent[:, None], t["parent"][child]]  # [n, 27]
+    fine = child_rows[neighbour_parent.clamp_min(0), t["child"][child]]
+    return torch.where(neighbour_parent >= 0, fine, torch.full_like(fine, -1))

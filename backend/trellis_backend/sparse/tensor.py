@@ -204,6 +204,10 @@ class SparseTensor:
     def get_spatial_cache(self, key: str):
         return self._spatial_cache.get(str(self._scale), {}).get(key)
 
+    def scale_cache(self) -> dict:
+        """The spatial cache of this tensor's scale, as a dict filled in place by later registrations."""
+        return self._spatial_cache.setdefault(str(self._scale), {})
+
     def __repr__(self) -> str:
         return f"SparseTensor(shape={tuple(self.shape)}, voxels={self.coords.shape[0]}, dtype={self.dtype}, device={self.device})"
 

