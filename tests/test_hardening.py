@@ -202,7 +202,7 @@ def test_stale_temporaries_and_half_commits_are_removed_on_start(tmp_path):
     (out / "keep.glb").write_bytes(b"the user's file")
     (out / f".a.glb.trellis-tmp-{pid}-0badcafe-1234abcd").write_bytes(b"half")
     (out / f".a.ply.partial-{pid}-0badcafe-xyz").write_bytes(b"half")
-    legacy = out / ".b.glb.partial-k2j3h4"  # an older version's temporary (no owner)
+    legacy = out / ".b.glb.partial-k2j3h4ab"  # an older version's temporary (no owner)
     legacy.write_bytes(b"half")
     os.utime(legacy, (time.time() - 3600, time.time() - 3600))
     placed = out / "c.glb"  # a kill -9 between two renames of a commit: c.glb is there, its sidecar is not

@@ -36,6 +36,7 @@ PARTIAL_TAG = ".partial-"            # export.atomic_path's ".<name>.partial-<pi
 JOURNAL_PREFIX = ".trellis-commit-"  # ".trellis-commit-<pid>-<session>-<random>.json"
 LEGACY_TEMP_AGE_S = 600              # pid-less temporaries of older versions: removed once this old
 _OWNER = re.compile(r"(?:\.trellis-tmp-|\.partial-|^\.trellis-commit-)(\d+)-([0-9a-f]{8})-")
+_LEGACY = re.compile(r"^\..+\.(?:glb|ply|slat\.npz)\.partial-[a-z0-9_]{8}$")  # older versions' mkstemp names
 
 _committed: List[str] = []
 _committed_lock = threading.Lock()
@@ -111,7 +112,7 @@ def _is_stale(name: str, path: Path) -> Optional[bool]:
         if pid == os.getpid():
             return session != SESSION
         return not _pid_alive(pid)
-    if name.startswith(".") and PARTIAL_TAG in name:  # an older version's temporary, without an owner
+    if _LEGACY.match(name):  # an older version's temporary, without an owner
         with contextlib.suppress(OSError):
             return time.time() - path.stat().st_mtime > LEGACY_TEMP_AGE_S
     return None
