@@ -10,8 +10,8 @@ the files. Then it checks, in the output folder that already holds the user's fi
 3. after the next server start in that folder no temporary (``.*.trellis-tmp-*``, ``.*.partial-*``)
    or commit journal (``.trellis-commit-*``) is left.
 
-    /work/wt/py scripts/kill_trials.py --trials 24            # tiny random model made on the fly
-    /work/wt/py scripts/kill_trials.py --trials 24 --model models/trellis-embedded
+    python scripts/kill_trials.py --trials 24            # tiny random model made on the fly
+    python scripts/kill_trials.py --trials 24 --model models/trellis-embedded
 
 Exit status 0 when every trial passed; a summary line per trial and the totals go to stdout.
 """

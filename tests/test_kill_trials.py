@@ -1,7 +1,7 @@
 """Kill -9 and Ctrl-C at random moments of generate and edit (server and CLI) lose nothing and leave nothing.
 
 Runs scripts/kill_trials.py (see its docstring for the checks) with KILL_TRIALS trials (default 4
-here; the acceptance run uses 24: ``/work/wt/py scripts/kill_trials.py --trials 24``).
+here; the acceptance run uses 24: ``python scripts/kill_trials.py --trials 24``).
 """
 import os
 import subprocess

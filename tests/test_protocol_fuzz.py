@@ -8,7 +8,7 @@ must end with a result or an error. Jobs that run longer than a few seconds are 
 terminal event must still come).
 
 CI runs FUZZ_EXAMPLES (default 120) examples; a long local run:
-    FUZZ_EXAMPLES=10000 /work/wt/py -m pytest -q -s tests/test_protocol_fuzz.py
+    FUZZ_EXAMPLES=10000 python -m pytest -q -s tests/test_protocol_fuzz.py   (the backend venv's python)
 (prints the counts of what was sent and answered).
 """
 import collections
