@@ -47,8 +47,11 @@ class Backend:
     """A server or CLI subprocess whose output lines are collected by reader threads."""
 
     def __init__(self, cmd):
+        # SIGINT back to its default: a shell's background job inherits it ignored, and Python installs its
+        # Ctrl-C handler only where SIGINT is not ignored
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env(), cwd=str(ROOT))
+                                     env=env(), cwd=str(ROOT),
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.events = queue.Queue()
         self.stderr = []
         threading.Thread(target=self._out, daemon=True).start()
