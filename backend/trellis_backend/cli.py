@@ -265,6 +265,25 @@ def _exit_code(exc: TrellisError) -> int:
     return EXIT_MODEL
 
 
+def _interrupted() -> int:
+    from .pipeline.output_files import committed_files
+
+    done = committed_files()  # files of the job appear as a complete set or not at all
+    print("cancelled; " + ("these files were complete before the interrupt: " + ", ".join(done) if done
+                           else "no output file was written"), file=sys.stderr)
+    return EXIT_CANCELLED
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__ or exc.__cause__
+    return False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(with_plugins=not (argv and argv[0] in COMMANDS))
@@ -284,13 +303,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"hint: {e.hint}", file=sys.stderr)
         return _exit_code(e)
     except KeyboardInterrupt:
-        from .pipeline.output_files import committed_files
-
-        done = committed_files()  # files of the job appear as a complete set or not at all
-        print("cancelled; " + ("these files were complete before the interrupt: " + ", ".join(done) if done
-                               else "no output file was written"), file=sys.stderr)
-        return EXIT_CANCELLED
+        return _interrupted()
     except Exception as e:  # unexpected: show what and where to look
+        if _caused_by_interrupt(e):  # a library turned the Ctrl-C into its own error while unwinding
+            return _interrupted()
         if getattr(args, "debug", False):
             raise
         from .pipeline.pipeline import _is_oom
