@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import queue
+import sys
 import time
 
 import pytest
@@ -179,6 +180,9 @@ def exchange(server, line):
                 server.stats["jobs cancelled"] += 1
     assert server.proc.poll() is None, f"server died on {line[:200]!r}"
     server.stats["lines"] += 1
+    if server.stats["lines"] % 500 == 0:  # long runs report as they go
+        print(f"[fuzz] after {server.stats['lines']} lines: {dict(sorted(server.stats.items()))}", file=sys.stderr,
+              flush=True)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=EXAMPLES <= 200,
