@@ -13,8 +13,13 @@ from typing import Any, Callable, Dict, Optional
 
 from ..errors import BadInputError, MissingFileError
 from ..pipeline import limits as L
+from . import protocol as P
 
 FORMATS = ("mesh", "gaussians")
+# the protocol's option sets (newer protocol copies define them; these are their values)
+MULTI_IMAGE_MODES = tuple(getattr(P, "MULTI_IMAGE_MODES", ("stochastic", "multidiffusion")))
+RESOLUTION_MODES = tuple(getattr(P, "RESOLUTION_MODES", ("512", "1024", "1024_cascade", "1536_cascade")))
+MAX_IMAGES = 16  # multi-image conditioning: views of one object
 REQUEST_HINT = "Fix the named field of the request (the add-on and backend may be out of date with each other)."
 
 
@@ -128,6 +133,25 @@ def output_folder(field: str, value: Any) -> str:
     return path
 
 
+def images(field: str, value: Any):
+    """One condition image path, or a non-empty list of them (multi-image conditioning)."""
+    if isinstance(value, list):
+        if not value:
+            raise RequestFieldError(field, "must be a file path or a non-empty list of file paths")
+        if len(value) > MAX_IMAGES:
+            raise RequestFieldError(field, f"lists more than {MAX_IMAGES} images ({len(value)})")
+        return [existing_file(f"{field}[{i}]", v) for i, v in enumerate(value)]
+    return existing_file(field, value)
+
+
+def choice(options) -> Callable[[str, Any], str]:
+    def check(field: str, value: Any) -> str:
+        if value not in options or not isinstance(value, str):
+            raise RequestFieldError(field, f"must be one of {', '.join(options)}, got {value!r:.60}")
+        return value
+    return check
+
+
 def file_stem(field: str, value: Any) -> str:
     stem = _sane_text(field, value, L.MAX_NAME_CHARS)
     if not stem.strip() or stem in (".", "..") or any(c in stem for c in '/\\:*?"<>|') \
@@ -184,7 +208,7 @@ def region(field: str, value: Any) -> dict:
 # ------------------------------------------------------------------------ schemas
 GENERATE_FIELDS: Dict[str, Callable[[str, Any], Any]] = {
     "prompt": text(L.MAX_PROMPT_CHARS),
-    "image": existing_file,
+    "image": images,
     "seed": integer(0, L.MAX_SEED),
     "ss_steps": integer(1, L.MAX_STEPS),
     "slat_steps": integer(1, L.MAX_STEPS),
@@ -193,10 +217,13 @@ GENERATE_FIELDS: Dict[str, Callable[[str, Any], Any]] = {
     "formats": formats,
     "output_dir": output_folder,
     "name": file_stem,
+    "resolution": choice(RESOLUTION_MODES),  # TRELLIS.2 pipelines
+    "texture_size": integer(0, L.MAX_TEXTURE_SIZE),
+    "multi_image_mode": choice(MULTI_IMAGE_MODES),
     "overwrite": boolean,  # replace existing files of the same name; the add-on never sets it
 }
 EDIT_FIELDS: Dict[str, Callable[[str, Any], Any]] = {
-    **{k: v for k, v in GENERATE_FIELDS.items() if k != "overwrite"},
+    **{k: v for k, v in GENERATE_FIELDS.items() if k not in ("overwrite", "multi_image_mode")},
     "sidecar_path": existing_file,
     "region": region,
     "keep_structure": boolean,
