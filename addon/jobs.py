@@ -151,7 +151,7 @@ class JobController:
         watch.output_seen(self.client.last_output)
         overdue = watch.overdue()
         if overdue is not None:
-            self.client.stop(timeout=5)  # hung or deaf: replace the process on the next job
+            self.client.stop(timeout=1)  # hung or deaf: replace the process on the next job
             self._finish_with(overdue)
         elif watch.wants_ping():
             try:
