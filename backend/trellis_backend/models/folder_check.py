@@ -26,10 +26,9 @@ from ..pipeline import limits as L
 
 PathLike = Union[str, Path]
 MAX_CONFIG_INT = 1 << 20          # no TRELLIS config value (channels, blocks, resolution) comes near this
-ABSURD_WEIGHT = 1e10              # trained weights stay far below (the embedded encoder peaks at 4e4); random
-                                  # float32/bf16 bits exceed it in a third of the values, random fp16 bits are NaN/inf
 MEMORY_HEADROOM = 1.1             # weights are built once in float32 before they are cast or moved
-REDOWNLOAD = "Re-download the model folder (this file is damaged or was edited by hand)."
+
+from .weight_values import REDOWNLOAD, check_weight_values  # noqa: E402,F401  (re-exported)
 
 
 def _bad(file: PathLike, field: str, problem: str, hint: str = REDOWNLOAD) -> CheckpointMismatchError:
@@ -295,18 +294,6 @@ def check_checkpoint(path: PathLike, family: str = "trellis", **overrides) -> No
                 ([f"{len(missing)} missing tensor(s): " + ", ".join(missing[:5])] if missing else [])
         raise _bad(weights, "", f"does not fit {config_file.name} ({name}): " + " | ".join(parts),
                    hint="The weights and the json belong to different models; re-download the folder.")
-
-
-def check_weight_values(state_dict: Dict[str, Any], source: PathLike) -> None:
-    """Refuse weights holding NaN/inf or magnitudes no trained network has (random bytes, damaged files)."""
-    for key, tensor in state_dict.items():
-        if not tensor.is_floating_point() or tensor.numel() == 0:
-            continue
-        peak = float(tensor.detach().abs().amax().float())
-        if not math.isfinite(peak) or peak > ABSURD_WEIGHT:
-            what = "NaN or infinite values" if not math.isfinite(peak) else f"values up to {peak:.3g}"
-            raise CheckpointMismatchError(f"{source}: tensor '{key}' holds {what}; these are not trained weights "
-                                          f"(the file is damaged or holds random bytes)", hint=REDOWNLOAD)
 
 
 __all__ = ["check_model_folder", "check_checkpoint", "check_weight_values", "read_json_file", "check_reference",

@@ -153,9 +153,8 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
     """Load `<path>.json` + `<path>.safetensors` of `family` strictly (extra constructor args in `overrides`)."""
     from safetensors.torch import load_file
 
-    from .folder_check import check_checkpoint, check_weight_values
+    from .weight_values import check_weight_values
 
-    check_checkpoint(path, family=family, **overrides)  # types, header, shapes, memory: before allocating
     config = read_config(path)
     weights = Path(f"{path}.safetensors")
     if not weights.is_file():
