@@ -15,6 +15,7 @@ from . import importers, preferences
 from .core import backend_setup, paths, requests
 from .core import protocol as P
 from .core.client import EXITED, BackendClient, BackendConfig, BackendUnavailable, explain_exit
+from .core.job_watch import JobWatch
 from .properties import set_status
 
 TIMER_INTERVAL = 0.1
@@ -38,6 +39,8 @@ class JobController:
         self.client = None
         self.job = None               # protocol.Job of the current/last job
         self.job_settings = {}        # what the objects of this job will remember
+        self.watch = None             # core.job_watch.JobWatch of the live job: its deadlines
+        self.watch_options = {}       # JobWatch keyword overrides (tests: short deadlines)
         self.on_finish = []           # callables(job, objects) for tests and scripts
         self.extra_backend_args = ()  # appended to the server command line (tests, power users)
         self.extra_pythonpath = ()    # appended to the backend's PYTHONPATH
@@ -76,6 +79,7 @@ class JobController:
             raise RuntimeError("A TRELLIS job is already running; cancel it first.")
         job = P.Job(P.new_id(rtype), rtype, params)
         self.job, self.job_settings = job, dict(settings, job_id=job.id)
+        self.watch = JobWatch(job, **self.watch_options)
         self.stats = {"max_pump_s": 0.0, "import_s": 0.0}
         set_status(_status(context), "STARTING", error=(), job_id=job.id, stage="starting backend", step=0, total=0,
                    message="")
@@ -86,6 +90,7 @@ class JobController:
         try:
             client = self._get_client()
             client.ensure(config)
+            self.watch.heard()  # the deadlines start once the process runs
             client.send({"id": job.id, "type": rtype, "params": params})
         except BackendUnavailable as exc:
             return self._fail(P.ERR_BACKEND_EXITED, str(exc), exc.hint)
@@ -101,6 +106,8 @@ class JobController:
         if job is None or job.finished:
             return False
         job.request_cancel()
+        if self.watch is not None:
+            self.watch.cancel_sent()
         set_status(_status(), "CANCELLING")
         try:
             self.client.send(P.request(P.CANCEL, {"job_id": job.id}))
@@ -122,10 +129,6 @@ class JobController:
             if deadline and now > deadline and cancelled_at is None and self.busy:
                 cancelled_at = now
                 self.cancel()
-            if cancelled_at and now - cancelled_at > 30 and self.busy:
-                self.client.stop(timeout=5)  # the backend ignores the cancel: replace it
-                self._finish_with(P.error_event(self.job.id, "Timeout", "The job did not stop after a cancel.",
-                                                "The backend was restarted; try again with fewer steps."))
         return self.job
 
     def pump(self, timeout=0.0):
@@ -137,7 +140,24 @@ class JobController:
         while event is not None:
             self._handle(event)
             event = client.get_event()
+        self._check_deadlines()
         return self.busy
+
+    def _check_deadlines(self):
+        """End a job whose backend went silent or ignores a cancel (core.job_watch); ping a quiet one."""
+        watch, job = self.watch, self.job
+        if watch is None or job is None or job.finished:
+            return
+        watch.output_seen(self.client.last_output)
+        overdue = watch.overdue()
+        if overdue is not None:
+            self.client.stop(timeout=1)  # hung or deaf: replace the process on the next job
+            self._finish_with(overdue)
+        elif watch.wants_ping():
+            try:
+                self.client.send(P.request(P.PING))
+            except BackendUnavailable:
+                pass  # its exit event ends the job
 
     def _handle(self, event):
         client, job = self.client, self.job
@@ -154,7 +174,12 @@ class JobController:
                 set_status(_status(), error=(P.ERR_BACKEND_EXITED, message, hint))
             print("TRELLIS backend exited (code %s):\n%s" % (event.get("returncode"), event.get("stderr", "")))
             return
+        if self.watch is not None:
+            self.watch.heard(event)
         if etype in (P.READY, P.PONG):
+            return
+        if job is not None and event.get("id") is None and self.watch is not None and self.watch.owns(event):
+            self._finish_with(self.watch.adopt(event))  # the backend could not read the job's request line
             return
         if job is None or event.get("id") != job.id or job.finished:
             if etype == P.ERROR:

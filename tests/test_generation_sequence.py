@@ -51,8 +51,14 @@ class ThreeStageFamily:
     def decode(self, latent, formats, progress):
         return {"mesh": [latent.sum()]}
 
-    def export(self, latent, decoded, formats, output_dir, name, settings, progress, cancel, texture_size):
-        self.exported.append(name)
+    def latent_arrays(self, latent):
+        return {"the texture latent": latent}
+
+    def output_kinds(self, formats):
+        return {"glb": ".glb"}
+
+    def export(self, latent, decoded, formats, files, settings, progress, cancel, texture_size):
+        self.exported.append(files)
         return {"files": {}, "meta": dict(settings), "outputs": {"latent": latent, "mesh": decoded["mesh"][0]}}
 
 

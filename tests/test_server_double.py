@@ -14,6 +14,7 @@ driven without torch:
 - ``crash``      -> os._exit(3) mid-job
 - ``slow``       -> 0.2 s per step (time to cancel)
 - ``nocheck``    -> never looks at ``cancel`` (the server's progress hook must stop it)
+- ``result:nan`` -> finishes with a NaN in its meta (the result cannot be encoded as JSON)
 """
 
 import json
@@ -68,6 +69,8 @@ class FakePipeline:
             fh.write(b"fake slat")
         meta = {"kind": kind, "prompt": prompt, "image": image, "seed": seed, "device": self.device,
                 "calls": self.calls, **extra_meta}
+        if prompt == "result:nan":
+            meta["score"] = float("nan")
         with open(os.path.join(output_dir, name + ".json"), "w") as fh:
             json.dump(meta, fh)
         return {"files": files, "meta": meta}

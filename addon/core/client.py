@@ -10,8 +10,10 @@ progress.
 
 import atexit
 import collections
+import json
 import os
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -20,6 +22,8 @@ import weakref
 from . import protocol as P
 
 EXITED = "exited"  # synthetic event type queued by the client when the process ends
+ERR_OVERSIZE = "OversizeAnswer"  # synthetic error for an event line over the protocol's size limit
+_ID_IN_HEAD = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
 
 _CLIENTS = weakref.WeakSet()
 
@@ -93,6 +97,7 @@ class BackendClient:
         self._stderr = collections.deque(maxlen=stderr_lines)
         self._send_lock = threading.Lock()
         self._expected_exit = False
+        self.last_output = None       # time.monotonic() of the backend's last stdout/stderr line
         _CLIENTS.add(self)
 
     # -- lifecycle -----------------------------------------------------------
@@ -190,12 +195,21 @@ class BackendClient:
 
     # -- reader threads ------------------------------------------------------
     def _read_events(self, proc, gen):
-        for raw in iter(proc.stdout.readline, b""):
-            try:
-                event = P.decode_event(raw)
-            except P.ProtocolError as exc:
-                self._stderr.append("[non-protocol output] %s (%s)" % (raw[:200].decode("utf-8", "replace").rstrip(), exc))
-                continue
+        limit = P.MAX_LINE_BYTES + 1
+        while True:
+            raw = proc.stdout.readline(limit)  # bounded: an endless line cannot exhaust Blender's memory
+            if not raw:
+                break
+            self.last_output = time.monotonic()
+            if len(raw) == limit and not raw.endswith(b"\n"):
+                event = self._oversize_event(raw, self._skip_line(proc.stdout) + len(raw))
+            else:
+                try:
+                    event = P.decode_event(raw)
+                except P.ProtocolError as exc:
+                    self._stderr.append("[non-protocol output] %s (%s)"
+                                        % (raw[:200].decode("utf-8", "replace").rstrip(), exc))
+                    continue
             if event["type"] == P.READY and gen == self.generation:
                 self.ready_info = event.get("info") or {}
             event["_gen"] = gen
@@ -205,6 +219,33 @@ class BackendClient:
         self.events.put({"type": EXITED, "id": None, "returncode": returncode, "_gen": gen,
                          "expected": self._expected_exit and gen == self.generation,
                          "stderr": self.stderr_tail(25)})
+
+    @staticmethod
+    def _skip_line(stream):
+        """Read and drop the rest of an oversize line; returns how many bytes were dropped."""
+        dropped = 0
+        while True:
+            chunk = stream.readline(1 << 20)
+            dropped += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                return dropped
+
+    def _oversize_event(self, head, size):
+        """An event line over the limit (e.g. a huge result): an error for the job named in its head, so
+        the job ends with an explanation instead of waiting for an answer that was dropped."""
+        match = _ID_IN_HEAD.search(head[:4096])
+        rid = None
+        if match:
+            try:
+                rid = json.loads(b'"' + match.group(1) + b'"')
+            except ValueError:
+                rid = None
+        self._stderr.append("[oversize protocol line] %d bytes dropped" % size)
+        return P.error_event(rid, ERR_OVERSIZE,
+                             "The backend's answer was %d bytes, over the %d-byte limit of one message."
+                             % (size, P.MAX_LINE_BYTES),
+                             "Its files (if any) are in the backend's output folder; import them by hand. "
+                             "Please report this with the backend log.")
 
     def _read_stderr(self, proc):
         log = None
@@ -216,7 +257,8 @@ class BackendClient:
             except OSError:
                 log = None
         try:
-            for raw in iter(proc.stderr.readline, b""):
+            for raw in iter(lambda: proc.stderr.readline(1 << 16), b""):
+                self.last_output = time.monotonic()
                 line = raw.decode("utf-8", "replace").rstrip()
                 self._stderr.append(line)
                 if log:

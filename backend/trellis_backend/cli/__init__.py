@@ -41,6 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _interrupted() -> int:
+    """Ctrl-C: say which files (if any) were complete; a job's files appear as a set or not at all."""
+    from ..pipeline.output_files import committed_files
+
+    done = committed_files()
+    print("cancelled; " + ("these files were complete before the interrupt: " + ", ".join(done) if done
+                           else "no output file was written"), file=sys.stderr)
+    return EXIT_CANCELLED
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__ or exc.__cause__
+    return False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -55,9 +75,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"hint: {e.hint}", file=sys.stderr)
         return exit_code(e)
     except KeyboardInterrupt:
-        print("cancelled (nothing partial was left behind)", file=sys.stderr)
-        return EXIT_CANCELLED
+        return _interrupted()
     except Exception as e:  # unexpected: show what and where to look
+        if _caused_by_interrupt(e):  # a library turned the Ctrl-C into its own error while unwinding
+            return _interrupted()
         if getattr(args, "debug", False):
             raise
         if is_out_of_memory(e):

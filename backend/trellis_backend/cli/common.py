@@ -63,7 +63,9 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--formats", default=None, help=FORMAT_HELP)
     p.add_argument("--out", default="trellis_outputs", metavar="DIR", help="output folder (default ./trellis_outputs)")
-    p.add_argument("--name", default=None, help="output file name stem (default: derived from the input)")
+    p.add_argument("--name", default=None, help="output file name stem (default: derived from the input); "
+                                                "an existing name gets _2, _3, ... unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     p.add_argument("--background-threshold", type=float, default=None, metavar="T",
                    help="remove a plain background from an image without alpha: pixels within T*255 of the "
                         "border colour become transparent (T in [0, 1], e.g. 0.1)")
@@ -94,10 +96,9 @@ def validate_generation_inputs(args) -> None:
             load_image(path)
     if args.background_threshold is not None and not 0 <= args.background_threshold <= 1:
         raise BadInputError(f"--background-threshold must be in [0, 1], got {args.background_threshold}")
-    for opt in ("steps", "ss_steps"):
-        val = getattr(args, opt, None)
-        if val is not None and val < 1:
-            raise BadInputError(f"--{opt.replace('_', '-')} must be at least 1, got {val}")
+    from ..pipeline.limits import check_cli_numbers
+
+    check_cli_numbers(args)
     if args.texture_size < 0 or args.texture_size > 8192:
         raise BadInputError("--texture-size must be between 0 and 8192")
     from ..pipeline.options import check_name, normalize_formats

@@ -9,16 +9,27 @@ from .common import add_loading_options, add_report_options, require_trellis_fol
 
 
 def region_from_args(args) -> dict:
-    """The region of --box (object space, z-up) or --voxels (a JSON list of 64³ grid indices)."""
+    """The region of --box (object space, z-up) or --voxels (a JSON list of 64³ grid indices), checked by the
+    server's request schema: one set of rules for regions."""
+    from ..server.request_schema import region
+
     if args.box:
-        values = [float(v) for v in args.box.split(",")]
+        try:
+            values = [float(v) for v in args.box.split(",")]
+        except ValueError:
+            values = []
         if len(values) != 6:
             raise BadInputError("--box takes six numbers: xmin,ymin,zmin,xmax,ymax,zmax (object space, z-up)")
-        return {"box_min": values[:3], "box_max": values[3:]}
+        return region("--box", {"box_min": values[:3], "box_max": values[3:]})
     path = Path(args.voxels).expanduser()
     if not path.is_file():
         raise BadInputError(f"--voxels file not found: {path}", hint="Give a JSON list of [i, j, k] voxel indices.")
-    return {"voxels": json.loads(path.read_text())}
+    try:
+        voxels = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BadInputError(f"--voxels file {path} is not JSON: {e}",
+                            hint="Give a JSON list of [i, j, k] voxel indices.") from None
+    return region("--voxels", {"voxels": voxels})
 
 
 def add_parser(subparsers):
@@ -57,6 +68,9 @@ def run(args) -> int:
                             hint="Give the <name>.slat.npz written next to the generated asset.")
     if args.prompt is not None and not args.prompt.strip():
         raise BadInputError("the prompt is empty", hint="Leave out --prompt to reuse the asset's own prompt.")
+    from ..pipeline.limits import check_cli_numbers
+
+    check_cli_numbers(args)
     region = region_from_args(args)
     formats = tuple(f for f, k in (("mesh", "glb"), ("gaussians", "ply")) if k in args.formats.split(","))
 

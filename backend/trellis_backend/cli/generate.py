@@ -34,9 +34,9 @@ def run(args) -> int:
             image=condition_image(args), seed=args.seed, resolution=args.resolution, ss_steps=ss_steps,
             shape_steps=args.steps, tex_steps=args.steps, formats=args.formats_norm, output_dir=args.out,
             name=default_name(args), progress=progress, background_threshold=args.background_threshold,
-            texture_size=args.texture_size, **options))
+            texture_size=args.texture_size, overwrite=args.overwrite, **options))
     return run_with_pipeline(args, lambda pipe, progress: pipe.generate(
         prompt=args.prompt, image=condition_image(args), seed=args.seed, ss_steps=ss_steps, slat_steps=args.steps,
         ss_cfg=args.ss_cfg, slat_cfg=args.cfg, formats=args.formats_norm, output_dir=args.out,
         name=default_name(args), progress=progress, background_threshold=args.background_threshold,
-        texture_size=args.texture_size))
+        texture_size=args.texture_size, overwrite=args.overwrite))

@@ -24,4 +24,5 @@ def run(args) -> int:
     return run_with_pipeline(args, lambda pipe, progress: pipe.variants(
         args.source, prompt=args.prompt, image=condition_image(args), seed=args.seed, slat_steps=args.steps,
         slat_cfg=args.cfg, formats=args.formats_norm, output_dir=args.out, name=default_name(args) + "_variant",
-        progress=progress, background_threshold=args.background_threshold, texture_size=args.texture_size))
+        progress=progress, background_threshold=args.background_threshold, texture_size=args.texture_size,
+        overwrite=args.overwrite))

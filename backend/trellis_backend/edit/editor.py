@@ -28,6 +28,7 @@ from ..pipeline.export import read_sidecar
 from ..pipeline.options import check_name, normalize_formats
 from ..pipeline.pipeline import model_input_dtype
 from ..pipeline.sequence import GenerationRun
+from ..pipeline.limits import check_voxel_count
 from ..sparse import SparseTensor
 from .region import blend_weights, latent_mask, lookup, region_mask_grid
 
@@ -181,6 +182,7 @@ def edit_region(pipe, sidecar_path, region: dict, prompt: Optional[str] = None, 
                                    run.generator, progress, cancel, resample)
             if len(new_coords) == 0:
                 raise BadInputError("the edit left no voxel at all", hint="Try another seed or prompt.")
+            check_voxel_count(len(new_coords), pipe.device.type, progress)
         slat = run.stage("slat", edit_features, pipe, old_coords, old_feats, new_coords, grid, margin, cond,
                          slat_params, run.generator, progress, cancel, resample)
         settings = pipe.run_settings(run.seed, info, ss_params, slat_params, fmts, None)

@@ -153,10 +153,14 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
     """Load `<path>.json` + `<path>.safetensors` of `family` strictly (extra constructor args in `overrides`)."""
     from safetensors.torch import load_file
 
+    from .weight_values import check_weight_values
+
     config = read_config(path)
     weights = Path(f"{path}.safetensors")
     if not weights.is_file():
         raise MissingFileError(f"model weights not found: {weights}")
     model = build_model(config["name"], {**config["args"], **overrides}, family=family)
-    load_state_dict_strict(model, load_file(str(weights)), source=str(weights))
+    state = load_file(str(weights))
+    check_weight_values(state, weights)
+    load_state_dict_strict(model, state, source=str(weights))
     return model.to(device).eval()

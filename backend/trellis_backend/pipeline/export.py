@@ -1,8 +1,9 @@
 """File writers: GLB (mesh), PLY (INRIA 3D Gaussian splatting layout), SLAT sidecar.
 
-Every writer is atomic: it writes ``.<name>.partial-<pid>`` in the target folder and
+Every writer is atomic: it writes ``.<name>.partial-<pid>-...`` in the target folder and
 renames it over the final name only when the file is complete, so a failure or a
-cancellation never leaves a partial file that looks complete.
+cancellation never leaves a partial file that looks complete. A job's files as a set
+(appear together or not at all, never over an existing file) are `output_files.OutputSet`'s.
 
 GLB: trimesh, vertex colours (COLOR_0; from the Gaussians when decoded, as the reference
 bakes its GLB texture from them, else the mesh decoder's colour channels), written as linear float
@@ -41,13 +42,16 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it to `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=str(path.parent))
+    from .output_files import apply_user_mode, partial_prefix
+
+    fd, tmp = tempfile.mkstemp(prefix=partial_prefix(path.name), dir=str(path.parent))
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise IOError(f"writer produced no data for {path}")
+        apply_user_mode(tmp)  # mkstemp makes 0600; saved files follow the user's umask
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -32,6 +32,9 @@ def load_folder_model(path: Path, device: torch.device, dtype: torch.dtype, fami
         overrides["use_fp16"] = False
     if args.get("dtype") in HALF_DTYPES and HALF_DTYPES[args["dtype"]] != dtype:
         overrides["dtype"] = "float32"
+    from ..models.folder_check import check_checkpoint
+
+    check_checkpoint(path, family=family, **overrides)  # types, header, shapes, memory: before allocating
     return load_model(path, device=device, family=family, **overrides)
 
 

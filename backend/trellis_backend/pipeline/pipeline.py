@@ -32,6 +32,8 @@ from ..errors import BadInputError, CheckpointMismatchError, MissingFileError, T
 from .folder import choose_device, choose_dtype, read_pipeline_document, resolve_model_ref
 from .model_folder import ModelFolder, attach_fast_path
 from .options import check_family_options, check_name, normalize_formats
+from .limits import check_voxel_count
+from .output_files import SUFFIXES as OUTPUT_SUFFIXES
 from .samplers import build_sampler
 from .sequence import GenerationRun, ProgressFn, check_cancel, free_memory
 
@@ -103,6 +105,9 @@ class TrellisPipeline(ModelFolder):
             allow_network: allow downloads from the Hugging Face hub (models, CLIP).
         """
         folder = Path(folder).expanduser().resolve()
+        from ..models.folder_check import check_model_folder
+
+        check_model_folder(folder, models_root)  # names the damaged file/field before any work
         config = read_pipeline_json(folder)
         dev = choose_device(device)
         dt = choose_dtype(dev, dtype)
@@ -118,6 +123,10 @@ class TrellisPipeline(ModelFolder):
                     paths[key] = None  # optional decoder (radiance field): fail only when asked for
             else:
                 paths[key] = None  # encoders etc.: resolved on first use
+        from ..models.folder_check import check_checkpoint
+        for path in paths.values():  # every checkpoint checked before the (slow) encoder loads
+            if path is not None:
+                check_checkpoint(path)
         from .conditioning import build_conditioner
 
         conditioner = build_conditioner(config["args"], folder, root, allow_network, device=dev,
@@ -238,11 +247,13 @@ class TrellisPipeline(ModelFolder):
                  slat_steps: Optional[int] = None, ss_cfg: Optional[float] = None, slat_cfg: Optional[float] = None,
                  formats=("mesh", "gaussians"), output_dir=None, name: str = "asset",
                  progress: Optional[ProgressFn] = None, cancel=None, *, background_threshold: Optional[float] = None,
-                 multi_image_mode: str = "stochastic", texture_size: int = 0, **other_options) -> dict:
+                 multi_image_mode: str = "stochastic", texture_size: int = 0, overwrite: bool = False,
+                 **other_options) -> dict:
         """Generate one asset from a prompt or an image (path, PIL image, or a list for multi-image).
 
         Returns ``{"files": {"glb"|"ply"|"slat": path}, "meta": {...}, "outputs": {...}}``; files are
-        written only when `output_dir` is given (the SLAT sidecar always, with them). TRELLIS.2-only options
+        written only when `output_dir` is given (the SLAT sidecar always, with them), all together,
+        under `name` or the first free `name_2`, `name_3`, ... (`overwrite=True` replaces instead). TRELLIS.2-only options
         (resolution, ...) get a `BadInputError`.
         """
         check_family_options("trellis", other_options)
@@ -258,10 +269,11 @@ class TrellisPipeline(ModelFolder):
                                cancel, multi_image=multi)
             if coords.shape[0] == 0:
                 raise EmptyStructureError("the sparse structure is empty (no voxel decoded as occupied)")
+            check_voxel_count(int(coords.shape[0]), self.device.type, progress)
             slat = run.stage("slat", self.sample_latent, cond, coords, run.generator, slat_params, progress, cancel,
                              multi_image=multi)
             settings = self.run_settings(run.seed, info, ss_params, slat_params, fmts, multi)
-            result = run.finish(slat, fmts, output_dir, name, settings, texture_size)
+            result = run.finish(slat, fmts, output_dir, name, settings, texture_size, overwrite)
         if "preprocessed" in info:
             result["outputs"]["condition_image"] = info["preprocessed"]
         return result
@@ -294,10 +306,18 @@ class TrellisPipeline(ModelFolder):
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
 
-    def export(self, slat, decoded: dict, fmts: Sequence[str], output_dir, name: str, settings: dict,
+    def latent_arrays(self, slat) -> dict:
+        return {"the structured latent (SLAT)": slat.feats}
+
+    def output_kinds(self, fmts: Sequence[str]) -> Dict[str, str]:
+        """File kind -> suffix of a run's files: GLB (mesh), PLY (Gaussians), always the SLAT sidecar."""
+        kinds = (["glb"] if "mesh" in fmts else []) + (["ply"] if "gaussians" in fmts else []) + ["slat"]
+        return {k: OUTPUT_SUFFIXES[k] for k in kinds}
+
+    def export(self, slat, decoded: dict, fmts: Sequence[str], files, settings: dict,
                progress: Optional[ProgressFn] = None, cancel=None, texture_size: int = 0) -> dict:
-        """The result of a run: ``outputs`` (the requested decodings, the SLAT), ``meta`` (settings, counts)
-        and, when `output_dir` is given, ``files``: GLB (mesh), PLY (Gaussians) and the SLAT sidecar."""
+        """The result of a run: ``outputs`` (the requested decodings, the SLAT), ``meta`` (settings, counts);
+        with `files` (the job's `OutputSet`), writes its temporaries: GLB, PLY and the SLAT sidecar."""
         from .export import write_glb, write_ply, write_sidecar
 
         outputs: Dict[str, Any] = {"slat": slat, "coords": slat.coords}
@@ -316,27 +336,19 @@ class TrellisPipeline(ModelFolder):
             meta["faces"] = int(mesh.faces.shape[0])
         if gaussians is not None:
             meta["gaussians"] = int(gaussians.get_xyz.shape[0])
-        files: Dict[str, str] = {}
-        if output_dir is not None:
+        if files is not None:
             report = progress or (lambda *a: None)
-            out = Path(output_dir).expanduser()
-            out.mkdir(parents=True, exist_ok=True)
-            steps = (["glb"] if "mesh" in fmts else []) + (["ply"] if "gaussians" in fmts else []) + ["slat"]
-            for i, kind in enumerate(steps):
-                report("export", i, len(steps), f"writing {kind}")
-                check_cancel(cancel, f"before writing the {kind} file")
+            for i, kind in enumerate(files.kinds):
+                report("export", i, len(files.kinds), f"writing {kind}")
+                check_cancel(cancel, f"before writing the {kind} file; nothing was written")
+                path = files.temp(kind)
                 if kind == "glb":
-                    path = out / f"{name}.glb"
                     meta["glb"] = write_glb(path, mesh, gaussians=gaussians, texture_size=texture_size)
                 elif kind == "ply":
-                    path = out / f"{name}.ply"
                     write_ply(path, gaussians)
                 else:
-                    path = out / f"{name}.slat.npz"
                     write_sidecar(path, slat.coords, slat.feats, settings)
-                files[kind] = str(path.resolve())
-            report("export", len(steps), len(steps), "files written")
-        return {"files": files, "meta": meta, "outputs": outputs}
+        return {"files": {}, "meta": meta, "outputs": outputs}
 
     def _mesh_has_colour(self) -> bool:
         if "slat_decoder_mesh" not in self.config["args"]["models"]:
@@ -357,7 +369,8 @@ class TrellisPipeline(ModelFolder):
                  slat_steps: Optional[int] = None, slat_cfg: Optional[float] = None,
                  formats=("mesh", "gaussians"), output_dir=None, name: str = "variant",
                  progress: Optional[ProgressFn] = None, cancel=None, *,
-                 background_threshold: Optional[float] = None, texture_size: int = 0) -> dict:
+                 background_threshold: Optional[float] = None, texture_size: int = 0,
+                 overwrite: bool = False) -> dict:
         """Re-run stage 2 (SLAT) on a given voxelisation with a new condition / seed.
 
         `mesh_or_coords`: voxel coordinates (``[N, 3]`` or ``[N, 4]`` ints in the 64^3 grid), a
@@ -377,7 +390,7 @@ class TrellisPipeline(ModelFolder):
                              multi_image=multi)
             settings = self.run_settings(run.seed, info, self.sparse_structure_sampler_params, params, fmts, multi)
             settings["variant_of"] = str(mesh_or_coords) if isinstance(mesh_or_coords, (str, Path)) else None
-            return run.finish(slat, fmts, output_dir, name, settings, texture_size)
+            return run.finish(slat, fmts, output_dir, name, settings, texture_size, overwrite)
 
     def _coords_from(self, src) -> torch.Tensor:
         from .voxelize import Y_UP_TO_Z_UP, voxelize_surface

@@ -355,6 +355,8 @@ class FlowEulerSampler:
                 guided = self._guided(t, cfg_strength, cfg_interval)
                 groups = conds + [neg] if guided else conds
             for jump in range(resample + 1 if step_hook is not None else 1):
+                if jump and cancel is not None and cancel.is_set():  # resampling can be long: honour cancel
+                    raise Cancelled(f"cancelled during {stage} step {i + 1}/{steps} (resampling)")
                 if jump:
                     x = self._renoise(x, t_prev, t, sparse, generator)
                 vs = forward(x, t, groups)

@@ -8,9 +8,12 @@ export) runs the same sequence with its own. A pipeline that a `GenerationRun` d
 - ``device`` and ``fast_path`` (None, or the CUDA fast path's hook: ``fast_path.stage(name)`` is a
   context manager around each sampling stage, see `trellis_backend.accel`);
 - ``encode_condition(prompt, image, background_threshold, **options) -> (cond, info)``;
-- ``decode(latent, formats, progress) -> decoded`` and
-  ``export(latent, decoded, formats, output_dir, name, settings, progress, cancel, texture_size) -> result``
-  with ``result = {"files": ..., "meta": ..., "outputs": ...}``.
+- ``latent_arrays(latent) -> {what: tensor}`` (checked for NaN/inf before anything is decoded or written);
+- ``decode(latent, formats, progress) -> decoded``, ``output_kinds(formats) -> {kind: suffix}`` and
+  ``export(latent, decoded, formats, files, settings, progress, cancel, texture_size) -> result``
+  with ``result = {"files": ..., "meta": ..., "outputs": ...}``; `files` is None (no output folder) or the
+  job's `output_files.OutputSet`: export writes each kind to ``files.temp(kind)`` and `finish` commits the
+  set, so every family's files appear together under a fresh name, or not at all.
 """
 from __future__ import annotations
 
@@ -114,20 +117,33 @@ class GenerationRun:
         return out
 
     def finish(self, latent, formats: Sequence[str], output_dir, name: str, settings: dict,
-               texture_size: int = 0, decode: Optional[Callable] = None, export: Optional[Callable] = None) -> dict:
-        """Decode `latent`, write the files (when `output_dir` is given) and add the timings to the meta.
-        `decode` / `export` replace the pipeline's own (same signatures) for a task with other outputs
-        (TRELLIS.2 texturing bakes onto the input mesh)."""
+               texture_size: int = 0, overwrite: bool = False, decode: Optional[Callable] = None,
+               export: Optional[Callable] = None) -> dict:
+        """Decode `latent`, write the files (when `output_dir` is given: as one set, under `name` or the first
+        free ``name_2``, ... unless `overwrite`) and add the timings to the meta. `decode` / `export` replace
+        the pipeline's own (same signatures) for a task with other outputs (TRELLIS.2 texturing bakes onto
+        the input mesh); the files are always the pipeline's `output_kinds`."""
+        from .finite_check import check_finite
+        from .output_files import OutputSet
+
         decode = decode or self.pipeline.decode
         export = export or self.pipeline.export
+        for what, tensor in self.pipeline.latent_arrays(latent).items():
+            check_finite(tensor, what)
         started = time.perf_counter()
         decoded = decode(latent, formats, self.progress)
         self.timings["decode"] = time.perf_counter() - started
         check_cancel(self.cancel, "after decoding")
         started = time.perf_counter()
-        result = export(latent, decoded, formats, output_dir, name, settings, self.progress,
-                                      self.cancel, texture_size)
-        if output_dir is not None:
+        if output_dir is None:
+            result = export(latent, decoded, formats, None, settings, self.progress, self.cancel, texture_size)
+        else:
+            kinds = self.pipeline.output_kinds(formats)
+            with OutputSet(output_dir, name, kinds, overwrite=overwrite, cancel=self.cancel) as files:
+                result = export(latent, decoded, formats, files, settings, self.progress, self.cancel,
+                                texture_size)
+            result["files"] = dict(files.paths)
+            self.report("export", len(kinds), len(kinds), "files written")
             self.timings["export"] = time.perf_counter() - started
         result["meta"]["timings"] = {**self.timings, "total": time.perf_counter() - self._started}
         return result

@@ -186,7 +186,10 @@ class Trellis2Pipeline(ModelFolder, Trellis2Texturing):
         """
         from .conditioning.dinov3 import DinoV3Conditioner, find_dinov3_folder
 
+        from ..models.folder_check import check_checkpoint, check_model_folder
+
         folder = Path(folder).expanduser().resolve()
+        check_model_folder(folder, models_root)  # names the damaged file/field before any work
         config = read_trellis2_pipeline_json(folder)
         dev = choose_device(device)
         dt = choose_dtype(dev, dtype)
@@ -196,6 +199,9 @@ class Trellis2Pipeline(ModelFolder, Trellis2Texturing):
         for key, ref in config["args"]["models"].items():
             # every model a mode may need must exist now; the optional encoders are looked up when used
             paths[key] = None if key in OPTIONAL_MODELS else resolve_model_ref(folder, ref, root, allow_network)
+        for path in paths.values():  # every checkpoint checked before the (slow) encoder loads
+            if path is not None:
+                check_checkpoint(path, family=cls.family)
         cond_args = config["args"]["image_cond_model"]["args"]
         dino_folder = find_dinov3_folder(cond_args["model_name"], root or env_root, folder)
         conditioner = DinoV3Conditioner.from_folder(dino_folder, image_size=int(cond_args.get("image_size", 512)),
@@ -383,7 +389,7 @@ class Trellis2Pipeline(ModelFolder, Trellis2Texturing):
                  max_num_tokens: int = DEFAULT_MAX_NUM_TOKENS, formats=("mesh",), output_dir=None,
                  name: str = "asset", progress: Optional[ProgressFn] = None, cancel=None, *,
                  background_threshold: Optional[float] = None, texture_size: int = 0, face_budget: Optional[int] = None,
-                 **other_options) -> dict:
+                 overwrite: bool = False, **other_options) -> dict:
         """One textured asset from an image (path or PIL image).
 
         `resolution`: '512', '1024', '1024_cascade' or '1536_cascade' (default: pipeline.json's). `texture_size`
@@ -422,7 +428,7 @@ class Trellis2Pipeline(ModelFolder, Trellis2Texturing):
             latents = Trellis2Latents(shape_slat, tex_slat, out_resolution)
             settings = self.run_settings(run.seed, info, mode, out_resolution, int(max_num_tokens), params, fmts,
                                          texture_size or DEFAULT_TEXTURE_SIZE, face_budget)
-            result = run.finish(latents, fmts, output_dir, name, settings, texture_size)
+            result = run.finish(latents, fmts, output_dir, name, settings, texture_size, overwrite)
         result["outputs"]["condition_image"] = info["preprocessed"]
         return result
 
@@ -453,35 +459,35 @@ class Trellis2Pipeline(ModelFolder, Trellis2Texturing):
         }
 
     # --------------------------------------------------------------------- export
-    def export(self, latents: Trellis2Latents, decoded: dict, fmts: Sequence[str], output_dir, name: str,
-               settings: dict, progress: Optional[ProgressFn] = None, cancel=None, texture_size: int = 0) -> dict:
-        """The run's result: ``outputs`` (latents, the decoded `PbrMesh`), ``meta`` and, with `output_dir`,
-        ``files``: the PBR GLB (``glb``) and the latent sidecar (``slat``, ``<name>.trellis2.npz``)."""
+    def latent_arrays(self, latents: Trellis2Latents) -> dict:
+        return {"the shape latent": latents.shape_slat.feats, "the texture latent": latents.tex_slat.feats}
+
+    def output_kinds(self, fmts: Sequence[str]) -> Dict[str, str]:
+        """File kind -> suffix: the PBR GLB (with "mesh") and always the latent sidecar."""
+        return {**({"glb": ".glb"} if "mesh" in fmts else {}), "slat": SIDECAR_SUFFIX}
+
+    def export(self, latents: Trellis2Latents, decoded: dict, fmts: Sequence[str], files, settings: dict,
+               progress: Optional[ProgressFn] = None, cancel=None, texture_size: int = 0) -> dict:
+        """The run's result: ``outputs`` (latents, the decoded `PbrMesh`) and ``meta``; with `files` (the job's
+        `OutputSet`), writes its temporaries: the PBR GLB (``glb``) and the latent sidecar (``slat``,
+        ``<name>.trellis2.npz``)."""
         item = decoded["mesh"][0]
         big = ("shape_slat_normalization", "tex_slat_normalization", *SAMPLERS)
         meta: Dict[str, Any] = {**{k: v for k, v in settings.items() if k not in big},
                                 "voxels": int(latents.coords.shape[0]), "pbr_voxels": int(len(item.voxels.coords)),
                                 "vertices": int(len(item.vertices)), "faces": int(len(item.faces)), "timings": {}}
-        files: Dict[str, str] = {}
-        if output_dir is not None:
+        if files is not None:
             report = progress or (lambda *a: None)
-            out = Path(output_dir).expanduser()
-            out.mkdir(parents=True, exist_ok=True)
-            steps = (["glb"] if "mesh" in fmts else []) + ["slat"]
-            for i, kind in enumerate(steps):
-                report("export", i, len(steps), f"writing {kind}")
-                check_cancel(cancel, f"before writing the {kind} file")
+            for i, kind in enumerate(files.kinds):
+                report("export", i, len(files.kinds), f"writing {kind}")
+                check_cancel(cancel, f"before writing the {kind} file; nothing was written")
                 if kind == "glb":
-                    path = out / f"{name}.glb"
-                    meta["glb"] = write_pbr_glb(path, item.vertices, item.faces, item.voxels,
+                    meta["glb"] = write_pbr_glb(files.temp(kind), item.vertices, item.faces, item.voxels,
                                                 face_budget=settings["face_budget"],
                                                 texture_size=texture_size or settings["texture_size"])
                 else:
-                    path = out / f"{name}{SIDECAR_SUFFIX}"
-                    write_latents(path, latents, settings)
-                files[kind] = str(path.resolve())
-            report("export", len(steps), len(steps), "files written")
-        return {"files": files, "meta": meta, "outputs": {"latents": latents, "mesh": item}}
+                    write_latents(files.temp(kind), latents, settings)
+        return {"files": {}, "meta": meta, "outputs": {"latents": latents, "mesh": item}}
 
     # ----------------------------------------------------------------- from files
     def load_latents(self, sidecar) -> Tuple[Trellis2Latents, dict]:

@@ -134,38 +134,31 @@ class Trellis2Texturing:
                             PbrVoxels(voxels.coords[:, 1:].cpu().numpy(), attrs.cpu().numpy(),
                                       grid_size=int(latents.resolution)))
 
-    def export_texture(self, latents, decoded: TexturedMesh, fmts: Sequence[str], output_dir, name: str,
-                       settings: dict, progress: Optional[ProgressFn] = None, cancel=None, texture_size: int = 0
-                       ) -> dict:
-        """Bake onto the input mesh's UVs; with `output_dir`, write ``<name>.glb`` and ``<name>.trellis2.npz``."""
+    def export_texture(self, latents, decoded: TexturedMesh, fmts: Sequence[str], files, settings: dict,
+                       progress: Optional[ProgressFn] = None, cancel=None, texture_size: int = 0) -> dict:
+        """Bake onto the input mesh's UVs; with `files` (the job's `OutputSet`), write its temporaries: the
+        textured GLB (``glb``) and the latent sidecar (``slat``, ``<name>.trellis2.npz``)."""
         from .export_pbr import bake_pbr_textures, write_textured_glb
-        from .trellis2_latents import SIDECAR_SUFFIX, write_latents
+        from .trellis2_latents import write_latents
 
         report = progress or (lambda *a: None)
         report("export", 0, 3, "baking the textures onto the mesh's UVs")
         baked = bake_pbr_textures(decoded.mesh, decoded.voxels, texture_size=settings["texture_size"],
                                   to_grid=decoded.to_grid)
-        check_cancel(cancel, "after baking the textures")
+        check_cancel(cancel, "after baking the textures; nothing was written")
         meta = {k: v for k, v in settings.items() if k not in ("tex_slat_sampler", "shape_slat_normalization",
                                                                "tex_slat_normalization")}
         meta.update(voxels=int(latents.coords.shape[0]), pbr_voxels=int(len(decoded.voxels.coords)),
                     vertices=int(len(baked.vertices)), faces=int(len(baked.faces)),
                     alpha_blend=baked.visual.material.alphaMode == "BLEND", timings={})
-        files = {}
-        if output_dir is not None:
-            out = Path(output_dir).expanduser()
+        if files is not None:
             report("export", 1, 3, "writing glb")
-            path = out / f"{name}.glb"
-            write_textured_glb(path, baked)
-            files["glb"] = str(path.resolve())
-            check_cancel(cancel, "before writing the latent sidecar")
+            write_textured_glb(files.temp("glb"), baked)
+            check_cancel(cancel, "before writing the latent sidecar; nothing was written")
             report("export", 2, 3, "writing slat")
-            path = out / f"{name}{SIDECAR_SUFFIX}"
-            write_latents(path, latents, settings)
-            files["slat"] = str(path.resolve())
-        report("export", 3, 3, "files written" if files else "baked")
-        return {"files": files, "meta": meta, "outputs": {"latents": latents, "mesh": baked,
-                                                          "voxels": decoded.voxels}}
+            write_latents(files.temp("slat"), latents, settings)
+        report("export", 3, 3, "files written" if files is not None else "baked")
+        return {"files": {}, "meta": meta, "outputs": {"latents": latents, "mesh": baked, "voxels": decoded.voxels}}
 
     # --------------------------------------------------------------------- run
     def texture(self, mesh, image, seed: int = 0, resolution: int = DEFAULT_TEXTURING_RESOLUTION,

@@ -5,6 +5,11 @@ descriptor is duplicated for events and fd 1 is pointed at stderr, so a stray
 ``print`` in a library (or a C extension writing to fd 1) lands in the log
 instead of corrupting the event stream. Closing stdin (the add-on died) is
 treated like ``shutdown``.
+
+No line ends the process: over-long lines are read in bounded pieces and answered with the
+request's id when it can be recovered (`line_reader`), any failure to parse or handle a line
+becomes an error event, and every event that cannot be encoded is replaced by an error event
+for the same id (`EventWriter`).
 """
 
 import argparse
@@ -16,6 +21,7 @@ import threading
 
 from . import protocol as P
 from .jobs import JobRunner
+from .line_reader import read_request_lines, recover_id
 
 log = logging.getLogger("trellis.server")
 
@@ -29,7 +35,7 @@ class EventWriter:
         self.closed = False
 
     def __call__(self, event):
-        data = P.encode(event)
+        data = encode_or_error(event)
         with self._lock:
             if self.closed:
                 return
@@ -38,6 +44,22 @@ class EventWriter:
                 self._stream.flush()
             except (BrokenPipeError, ValueError, OSError):
                 self.closed = True  # the client is gone; the loop will see EOF and exit
+
+
+def encode_or_error(event):
+    """The event's line, or an error event for its id when it cannot be sent (NaN, unencodable, too long)."""
+    try:
+        data = P.encode(event)
+        problem = None if len(data) <= P.MAX_LINE_BYTES else "is %d bytes, over the %d-byte line limit" % (
+            len(data), P.MAX_LINE_BYTES)
+    except (ValueError, TypeError, RecursionError) as exc:
+        data, problem = None, "cannot be encoded as JSON (%s)" % exc
+    if problem is None:
+        return data
+    log.error("%s event for %s %s; sending an error instead", event.get("type"), event.get("id"), problem)
+    rid = event.get("id") if isinstance(event.get("id"), str) else None
+    return P.encode(P.error_event(rid, P.ERR_INTERNAL, "the backend's %s event %s" % (event.get("type"), problem),
+                                  "This is a bug in the backend; the backend log (stderr) has details."))
 
 
 def take_over_stdout():
@@ -77,28 +99,60 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+PROTOCOL_HINT = "The add-on and backend disagree about the protocol; update both together."
+
+
+def decode_line(raw):
+    """(request, None) or (None, (id or None, message)); never raises."""
+    try:
+        return P.decode_request(raw), None
+    except P.ProtocolError as exc:
+        return None, (recover_id(raw), str(exc))
+    except RecursionError:
+        return None, (recover_id(raw), "not JSON: nested too deeply")
+    except Exception as exc:  # anything else the parser may throw on hostile input
+        return None, (recover_id(raw), "not a valid request: %s: %s" % (type(exc).__name__, exc))
+
+
+def handle(req, send, runner):
+    """Act on one decoded request; returns True for shutdown."""
+    rtype, rid = req["type"], req["id"]
+    if rtype == P.PING:
+        send(P.pong_event(rid, **runner.status()))
+    elif rtype in P.JOB_REQUEST_TYPES:
+        runner.submit(req)
+    elif rtype == P.CANCEL:
+        job_id = req["params"].get("job_id")
+        runner.cancel(job_id if isinstance(job_id, str) else None)
+    elif rtype == P.SHUTDOWN:
+        log.info("shutdown requested")
+        runner.shutdown()
+        return True
+    return False
+
+
 def serve(stdin, send, runner):
     """Read requests until shutdown or EOF; returns the process exit code."""
-    for raw in iter(stdin.readline, b""):
+    for raw, oversize in read_request_lines(stdin, P.MAX_LINE_BYTES):
+        if oversize is not None:
+            rid = recover_id(raw)
+            send(P.error_event(rid, P.ERR_PROTOCOL, "request line of %d bytes is over the %d-byte limit%s" % (
+                oversize, P.MAX_LINE_BYTES, "" if rid else " (and its id could not be read)"),
+                "Send smaller requests (e.g. fewer region voxels, or a box region instead)."))
+            continue
         if not raw.strip():
             continue
-        try:
-            req = P.decode_request(raw)
-        except P.ProtocolError as exc:
-            send(P.error_event(None, P.ERR_PROTOCOL, str(exc),
-                               "The add-on and backend disagree about the protocol; update both together."))
+        req, problem = decode_line(raw)
+        if problem is not None:
+            send(P.error_event(problem[0], P.ERR_PROTOCOL, problem[1], PROTOCOL_HINT))
             continue
-        rtype, rid = req["type"], req["id"]
-        if rtype == P.PING:
-            send(P.pong_event(rid, **runner.status()))
-        elif rtype in P.JOB_REQUEST_TYPES:
-            runner.submit(req)
-        elif rtype == P.CANCEL:
-            runner.cancel(req["params"].get("job_id"))
-        elif rtype == P.SHUTDOWN:
-            log.info("shutdown requested")
-            runner.shutdown()
-            return 0
+        try:
+            if handle(req, send, runner):
+                return 0
+        except Exception as exc:  # a request must never end the loop
+            log.exception("request %s failed", req["id"])
+            send(P.error_event(req["id"], P.ERR_INTERNAL, "%s: %s" % (type(exc).__name__, exc),
+                               "This is a bug in the backend; the backend log (stderr) has the traceback."))
     log.info("stdin closed; shutting down")
     runner.shutdown(timeout=5.0)
     return 0
@@ -115,12 +169,26 @@ def run_server(args):
     send = EventWriter(take_over_stdout())
     factory = load_callable(args.pipeline_factory) if args.pipeline_factory else None
     editor = load_callable(args.region_editor) if args.region_editor else None
+    from ..pipeline.output_files import clean_stale
+
+    clean_stale(args.output_dir or JobRunner.default_output_dir())  # leftovers of a backend that was killed
     runner = JobRunner(send, os.path.abspath(args.model) if args.model else args.model,
                        models_root=args.models_root, device=args.device, output_dir=args.output_dir,
                        factory=factory, editor=editor)
     send(P.ready_event(pid=os.getpid(), model=runner.model, device=args.device, python=sys.executable,
                        backend_package=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     log.info("ready (model %s, device %s)", runner.model, args.device)
-    code = serve(sys.stdin.buffer, send, runner)
+    try:
+        code = serve(sys.stdin.buffer, send, runner)
+    except KeyboardInterrupt:  # Ctrl-C in a terminal: cancel the job like a shutdown request
+        log.info("interrupted; cancelling the job and exiting")
+        runner.shutdown(timeout=10.0)
+        code = 130
     send.closed = True
+    thread = runner._thread
+    if thread is not None and thread.is_alive():
+        # a job that has not stopped yet must not run under interpreter finalisation (torch aborts or hangs
+        # there); its files are temporaries until committed, and the next start removes them
+        sys.stderr.flush()
+        os._exit(code)
     return code

@@ -29,6 +29,9 @@ def describe_exception(exc):
     if isinstance(exc, FileNotFoundError):
         return {"error_type": "MissingFileError", "message": str(exc),
                 "hint": "Check that the file exists and the path is spelled right.", "detail": detail}
+    if isinstance(exc, OSError):  # permissions, a full disk, a folder where a file should be: the user's to fix
+        return {"error_type": "FileSystemError", "message": "%s: %s" % (type(exc).__name__, exc),
+                "hint": "Check that the output folder exists, is writable and has free space.", "detail": detail}
     return {"error_type": "InternalError", "message": "%s: %s" % (type(exc).__name__, exc),
             "hint": INTERNAL_HINT, "detail": detail}
 

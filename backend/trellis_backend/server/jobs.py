@@ -13,6 +13,7 @@ import threading
 from ..errors import BadInputError, Cancelled, is_out_of_memory
 from . import protocol as P
 from .error_events import describe_exception, free_accelerator_memory
+from .request_schema import RequestFieldError, validate_job_request
 
 log = logging.getLogger("trellis.server")
 
@@ -45,8 +46,19 @@ def default_region_editor(pipe, sidecar_path, **params):
 
 
 def _jsonable(value):
-    """Meta dicts may hold numpy/torch scalars or paths; make them JSON-safe."""
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    """Meta dicts may hold numpy/torch scalars or paths; make them JSON-safe (NaN/inf refused: ValueError)."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o),
+                                 allow_nan=False))
+
+
+def _stem_of(job_id):
+    """A file stem from a job id (ids are any client string; a stem must be a plain file name)."""
+    stem = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in job_id).strip("._")[:80]
+    return stem or "asset"
+
+
+class UnsendableResultError(Exception):
+    """A finished job's result that cannot travel as one protocol line (non-finite numbers, too large)."""
 
 
 class JobRunner:
@@ -77,13 +89,19 @@ class JobRunner:
                     "pipeline_loaded": self.pipeline is not None, "model": self.model, "device": self.device}
 
     # -- commands ------------------------------------------------------------
+    @staticmethod
+    def default_output_dir():
+        return os.path.join(os.getcwd(), "trellis_outputs")
+
     def submit(self, req):
         """Start a generate/edit request, or answer it with an error event."""
-        problems = P.validate_job_params(req["type"], req["params"])
-        if problems:
-            self.send(P.error_event(req["id"], P.ERR_BAD_REQUEST, "; ".join(problems),
-                                    "The add-on sent an invalid request; update the add-on and backend together."))
+        try:
+            params = validate_job_request(req["type"], req["params"])
+        except RequestFieldError as exc:
+            kind = "MissingFileError" if isinstance(exc, FileNotFoundError) else P.ERR_BAD_REQUEST
+            self.send(P.error_event(req["id"], kind, str(exc), exc.hint))
             return False
+        req = dict(req, params=params)
         with self._lock:
             if self._job is not None and not self._job.finished:
                 busy_id = self._job.id
@@ -155,8 +173,8 @@ class JobRunner:
         params = {k: v for k, v in job.params.items() if v is not None}
         if "formats" in params:
             params["formats"] = tuple(params["formats"])
-        params.setdefault("output_dir", self.output_dir or os.path.join(os.getcwd(), "trellis_outputs"))
-        params.setdefault("name", job.id)
+        params.setdefault("output_dir", self.output_dir or self.default_output_dir())
+        params.setdefault("name", _stem_of(job.id))
         os.makedirs(params["output_dir"], exist_ok=True)
         if job.type == P.EDIT:
             sidecar = params.pop("sidecar_path")
@@ -173,7 +191,15 @@ class JobRunner:
                 raise Cancelled("cancelled before start")
             out = self._call(pipe, job, progress, cancel) or {}
             files = {k: str(v) for k, v in (out.get("files") or {}).items() if v}
-            event = P.result_event(job.id, files, _jsonable(out.get("meta") or {}))
+            try:
+                event = P.result_event(job.id, files, _jsonable(out.get("meta") or {}))
+            except (ValueError, TypeError, RecursionError) as exc:
+                raise UnsendableResultError("the job finished but its result cannot be sent: %s "
+                                            "(files written: %s)" % (exc, ", ".join(files.values()) or "none"))
+            if len(P.encode(event)) > P.MAX_LINE_BYTES:
+                raise UnsendableResultError("the job finished but its result is over the %d-byte line limit "
+                                            "(files written: %s)" % (P.MAX_LINE_BYTES,
+                                                                     ", ".join(files.values()) or "none"))
         except BaseException as exc:  # every failure must reach the client as an event
             info = describe_exception(exc)
             if info["detail"]:

@@ -47,9 +47,20 @@ def load_image(image: Union[str, Path, Image.Image, bytes]) -> Image.Image:
         if not path.is_file():
             raise BadInputError(f"image path is not a file: {path}", hint="Point at an image file (PNG, JPEG, ...).")
         src, label = str(path), str(path)
+    from ..limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+
+    too_big = BadInputError(f"image {label} is too large to use (over {MAX_IMAGE_PIXELS // 1_000_000} megapixels)",
+                            hint=f"Scale the image down (at most {MAX_IMAGE_SIDE} pixels on a side is plenty; the "
+                                 f"model sees {CONDITION_RESOLUTION}x{CONDITION_RESOLUTION}).")
     try:
         img = Image.open(src)
+        if img.width * img.height > MAX_IMAGE_PIXELS:  # refused from the header, before decoding
+            raise too_big
+        if max(img.size) > MAX_IMAGE_SIDE:
+            img.draft(img.mode, (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # JPEG: decode at a reduced scale
         img.load()
+    except Image.DecompressionBombError as e:
+        raise too_big from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadInputError(f"cannot read image {label}: {e}",
                             hint="The file is not a readable image (corrupt or unsupported format); "
@@ -60,6 +71,11 @@ def load_image(image: Union[str, Path, Image.Image, bytes]) -> Image.Image:
         pass
     if img.width < 1 or img.height < 1:
         raise BadInputError(f"image {label} is empty ({img.width}x{img.height})")
+    if max(img.size) > MAX_IMAGE_SIDE:  # downscale before any float copy of the pixels is made
+        img = _to_rgba_if_transparent(img)
+        if img.mode not in ("RGB", "RGBA", "L"):
+            img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+        img.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return img
 
 
