@@ -71,14 +71,4 @@ class TRELLIS_OT_send_to_batch(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
-CLASSES = (TRELLIS_OT_send_to_batch,)
-
-
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory((TRELLIS_OT_send_to_batch,))

@@ -229,14 +229,4 @@ class TRELLIS_OT_texture_selected(bpy.types.Operator):
         return report_failure(self, job, context.window_manager.trellis_status)
 
 
-CLASSES = (TRELLIS_OT_texture_selected,)
-
-
-def register():
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory((TRELLIS_OT_texture_selected,))

@@ -55,6 +55,40 @@ def run_backend(code, *args, timeout=600):
     return proc.stdout
 
 
+def bsdf_input_image(socket):
+    """The image whose texture node feeds a BSDF input, directly or through a Separate Color node (None if
+    nothing or something else feeds it)."""
+    if not socket.links:
+        return None
+    node = socket.links[0].from_node
+    if node.type == "SEPARATE_COLOR":
+        node = node.inputs[0].links[0].from_node
+    return node.image if node.type == "TEX_IMAGE" else None
+
+
+_WRITE_PBR_SPHERE_GLB = r"""
+import sys
+import numpy as np, trimesh
+from trellis_backend.representations.ovoxel import flexible_dual_grid_to_mesh, mesh_to_flexible_dual_grid
+from trellis_backend.representations.ovoxel.pbr_voxels import PbrVoxels
+from trellis_backend.pipeline.export_pbr import write_pbr_glb
+path, alpha, texture_size = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+G = 32
+sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+c, d, i = mesh_to_flexible_dual_grid(sphere.vertices, sphere.faces, G)
+attrs = np.zeros((len(c), 6), np.float32)
+attrs[:, 0], attrs[:, 3], attrs[:, 4], attrs[:, 5] = 1.0, 0.25, 0.75, alpha
+v, f = flexible_dual_grid_to_mesh(c, d * G - c.float(), i, None, grid_size=G)
+write_pbr_glb(path, v, f, PbrVoxels(c.numpy(), attrs, G), face_budget=1000, texture_size=texture_size)
+"""
+
+
+def write_pbr_sphere_glb(path, alpha, texture_size=64):
+    """A TRELLIS.2 PBR GLB written by the backend's own exporter: a sphere, red base colour, metallic 0.25,
+    roughness 0.75 and the given alpha (below 1: a translucent material)."""
+    run_backend(_WRITE_PBR_SPHERE_GLB, str(path), str(alpha), str(texture_size))
+
+
 @pytest.fixture(scope="session")
 def addon_module():
     import addon_utils

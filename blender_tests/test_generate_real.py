@@ -127,14 +127,21 @@ def test_generate_from_image_file_and_datablock(addon, real_models, tmp_path):
     assert splats["trellis_image"] != path and os.path.isfile(splats["trellis_image"])
 
 
-def test_cancel_stops_real_job_and_scene_is_unchanged(addon, real_models):
+def _start_long_text_job(real_models, prompt):
+    """Start a text job long enough (400 steps a stage) to be interrupted in its first stage, beside some user
+    objects; returns the scene's fingerprint from before the job."""
     _use(real_models["text"])
     add_user_objects()
     before = scene_fingerprint()
     s = bpy.context.scene.trellis
-    s.prompt, s.custom_sampling, s.ss_steps, s.slat_steps = "a tall lamp", True, 400, 400
+    s.prompt, s.custom_sampling, s.ss_steps, s.slat_steps = prompt, True, 400, 400
     bpy.ops.trellis.generate(run_mode="ASYNC")
     pump_until(lambda: status().stage == "sparse_structure", timeout=120)
+    return before
+
+
+def test_cancel_stops_real_job_and_scene_is_unchanged(addon, real_models):
+    before = _start_long_text_job(real_models, "a tall lamp")
     bpy.ops.trellis.cancel()
     pump_until(lambda: status().state in ("CANCELLED", "FAILED", "DONE"), timeout=60)
     assert status().state == "CANCELLED"
@@ -146,13 +153,8 @@ def test_cancel_stops_real_job_and_scene_is_unchanged(addon, real_models):
 def test_backend_killed_mid_job_loses_nothing_and_recovers(addon, real_models):
     from trellis_blender import jobs
 
-    _use(real_models["text"])
-    add_user_objects()
-    before = scene_fingerprint()
+    before = _start_long_text_job(real_models, "a round table")
     s = bpy.context.scene.trellis
-    s.prompt, s.custom_sampling, s.ss_steps, s.slat_steps = "a round table", True, 400, 400
-    bpy.ops.trellis.generate(run_mode="ASYNC")
-    pump_until(lambda: status().stage == "sparse_structure", timeout=120)
     os.kill(jobs.controller().client.proc.pid, signal.SIGKILL)
     pump_until(lambda: status().state == "FAILED", timeout=30)
     assert status().error_type == "BackendExited" and "exited unexpectedly" in status().error_message

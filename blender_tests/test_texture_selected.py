@@ -9,7 +9,9 @@ import bpy
 import numpy as np
 import pytest
 
-from conftest import ADDON_NAME, needs_backend, scene_fingerprint, status, trellis2_folder  # noqa: F401
+from conftest import (ADDON_NAME, bsdf_input_image, needs_backend, scene_fingerprint, status,  # noqa: F401
+                      trellis2_folder, write_pbr_sphere_glb)
+
 
 @pytest.fixture
 def t2(addon, trellis2_folder):
@@ -34,19 +36,10 @@ def _make_active(obj):
     bpy.context.view_layer.objects.active = obj
 
 
-def _image_of(socket):
-    if not socket.links:
-        return None
-    node = socket.links[0].from_node
-    if node.type == "SEPARATE_COLOR":
-        node = node.inputs[0].links[0].from_node
-    return node.image if node.type == "TEX_IMAGE" else None
-
-
 def _check_pbr(material):
     bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
-    base = _image_of(bsdf.inputs["Base Color"])
-    metal, rough = _image_of(bsdf.inputs["Metallic"]), _image_of(bsdf.inputs["Roughness"])
+    base = bsdf_input_image(bsdf.inputs["Base Color"])
+    metal, rough = bsdf_input_image(bsdf.inputs["Metallic"]), bsdf_input_image(bsdf.inputs["Roughness"])
     assert base is not None and base.colorspace_settings.name == "sRGB" and base.packed_file is not None
     assert metal is not None and metal == rough and metal.colorspace_settings.name == "Non-Color"
     return bsdf
@@ -145,37 +138,19 @@ def test_trellis2_generate_imports_a_finished_pbr_material(t2, tmp_path):
         assert material.surface_render_method == ("BLENDED" if translucent else "DITHERED")
 
 
-WRITE_PBR_GLB = r"""
-import sys
-import numpy as np, trimesh
-from trellis_backend.representations.ovoxel import flexible_dual_grid_to_mesh, mesh_to_flexible_dual_grid
-from trellis_backend.representations.ovoxel.pbr_voxels import PbrVoxels
-from trellis_backend.pipeline.export_pbr import write_pbr_glb
-path, alpha = sys.argv[1], float(sys.argv[2])
-G = 32
-sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
-c, d, i = mesh_to_flexible_dual_grid(sphere.vertices, sphere.faces, G)
-attrs = np.zeros((len(c), 6), np.float32)
-attrs[:, 0], attrs[:, 3], attrs[:, 4], attrs[:, 5] = 1.0, 0.25, 0.75, alpha
-v, f = flexible_dual_grid_to_mesh(c, d * G - c.float(), i, None, grid_size=G)
-write_pbr_glb(path, v, f, PbrVoxels(c.numpy(), attrs, G), face_budget=1000, texture_size=64)
-"""
-
-
 @needs_backend
 @pytest.mark.parametrize("alpha, storage", [(1.0, "PACK"), (0.5, "BESIDE_BLEND")])
 def test_import_finishes_the_pbr_material(addon, tmp_path, alpha, storage):
-    from conftest import run_backend
     from trellis_blender import importers
 
     path = str(tmp_path / "pbr.glb")
-    run_backend(WRITE_PBR_GLB, path, str(alpha))
+    write_pbr_sphere_glb(path, alpha, texture_size=64)
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
     bpy.context.preferences.addons[ADDON_NAME].preferences.texture_storage = storage
     (obj,) = importers.import_result(bpy.context, {"glb": path}, {"outputs": "MESH", "image": "x.png"})
     material = obj.active_material
     bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
-    base, data = _image_of(bsdf.inputs["Base Color"]), _image_of(bsdf.inputs["Metallic"])
+    base, data = bsdf_input_image(bsdf.inputs["Base Color"]), bsdf_input_image(bsdf.inputs["Metallic"])
     assert base.colorspace_settings.name == "sRGB" and data.colorspace_settings.name == "Non-Color"
     assert bool(bsdf.inputs["Alpha"].links) == (alpha < 1)
     if hasattr(material, "surface_render_method"):

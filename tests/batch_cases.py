@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trimesh
 from PIL import Image
 
@@ -30,6 +31,18 @@ def make_image_folder(folder: Path) -> Path:
         Image.fromarray(a, "RGBA").save(folder / f"shape{i}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a PNG file")
     return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny random image model, built once per test module."""
+    return make_tiny_image_model(tmp_path_factory.mktemp("batch_model") / "tiny-image")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """The image folder of `make_image_folder`, once per test module."""
+    return make_image_folder(tmp_path_factory.mktemp("batch_images") / "images")
 
 
 def manifest_lines(out: Path) -> list:

@@ -84,3 +84,24 @@ def load_case(name: str, family: str = "trellis") -> Tuple[dict, dict, Dict[str,
         _read_tensors(folder / "inputs.safetensors"),
         _read_tensors(folder / "outputs.safetensors"),
     )
+
+
+def check_official_keys(path: pathlib.Path, family: str = "trellis") -> None:
+    """Build the configuration of key file `path` on the meta device and assert that its state dict has exactly
+    the released checkpoint's keys, shapes and dtypes. A TRELLIS.2 key file may add the extra args its dtypes
+    were recorded with (``built_with_extra_args``) and name derived buffers checkpoints do not carry
+    (``derived_buffers_not_in_checkpoint``), which are left out on both sides."""
+    from trellis_backend.models import build_model
+
+    spec = json.loads(path.read_text())
+    args = {**spec["args"], **spec.get("built_with_extra_args", {})}
+    model = build_model(spec["name"], args, device="meta", family=family)
+    derived = set(spec.get("derived_buffers_not_in_checkpoint", {}))
+    got = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()
+           if k not in derived}
+    want = {k: [list(shape), dtype] for k, (shape, dtype) in spec["state_dict"].items() if k not in derived}
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    assert not missing and not extra, f"missing {missing[:10]}, unexpected {extra[:10]}"
+    wrong = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
+    assert not wrong, f"{len(wrong)} keys differ in shape/dtype, e.g. {list(wrong.items())[:5]}"

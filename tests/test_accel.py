@@ -87,15 +87,7 @@ class RecordingPath(fastpath.FastPath):
 def test_models_call_the_assigned_implementation(name, entries):
     """What the registry assigns is what the model's modules call; unassigning restores the plain path."""
     model, _, inputs = golden_model(name)
-
-    def run():
-        with torch.no_grad():
-            if name.startswith("ss_flow"):
-                return model(inputs["x"], inputs["t"], inputs["cond"])
-            if name.startswith("slat_flow"):
-                return model(sparse(inputs, "x"), inputs["t"], inputs["cond"]).feats
-            return torch.cat([g._xyz.flatten() for g in model(sparse(inputs, "z"))])
-
+    run = _golden_call(name, model, inputs, "cpu")
     want = run()
     path = RecordingPath()
     fastpath.assign(model, path)
@@ -200,21 +192,7 @@ def test_sampler_with_kv_cache_identical():
 def test_fused_path_matches_plain_cpu(name):
     """The fused maths (on trellis_kernels' float32 references here) compute what the plain path computes."""
     model, _, inputs = golden_model(name)
-
-    def run():
-        with torch.no_grad():
-            if name.startswith("ss_flow"):
-                return model(inputs["x"], inputs["t"], inputs["cond"])
-            if name.startswith("slat_flow"):
-                return model(sparse(inputs, "x"), inputs["t"], inputs["cond"]).feats
-            if name == "slat_decoder_mesh":
-                return model.decode_features(sparse(inputs, "z")).feats
-            if name == "slat_decoder_gs":
-                return torch.cat([g._xyz.flatten() for g in model(sparse(inputs, "z"))]
-                                 + [g._features_dc.flatten() for g in model(sparse(inputs, "z"))])
-            z = model(sparse(inputs, "x"), sample_posterior=False, return_raw=True)[0]
-            return z.feats
-
+    run = _golden_call(name, model, inputs, "cpu")
     want = run()
     with accel.enable(model, _cpu_fused=True):
         assert all(isinstance(fastpath.lookup(m), FusedPath) for m in model.modules())

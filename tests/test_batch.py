@@ -4,7 +4,7 @@ import sys
 
 import pytest
 from batch_cases import (FAST, GOOD_IMAGES, check_interrupt_and_resume, check_six_jobs, glb_mtimes,
-                         make_image_folder, make_tiny_image_model, manifest_lines)
+                         images, manifest_lines, model)  # noqa: F401 (fixtures)
 
 from trellis_backend.batch import load_jobs, read_manifest, run_batch
 from trellis_backend.batch.jobs import make_job
@@ -12,16 +12,6 @@ from trellis_backend.batch.manifest import Manifest
 from trellis_backend.batch.ray_executor import plan_workers
 from trellis_backend.batch.worker import move_into_place
 from trellis_backend.errors import BadInputError
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return make_tiny_image_model(tmp_path_factory.mktemp("batch_model") / "tiny-image")
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("batch_images") / "images")
 
 
 @pytest.fixture

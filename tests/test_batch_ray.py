@@ -1,7 +1,7 @@
 """Batch generation on a local Ray (CPU, 2 actors, tiny random model): results, a killed actor, resume."""
 import pytest
 from batch_cases import (FAST, GOOD_IMAGES, check_interrupt_and_resume, check_six_jobs,
-                         make_image_folder, make_tiny_image_model, manifest_lines)
+                         images, manifest_lines, model)  # noqa: F401 (fixtures)
 
 from trellis_backend.batch import run_batch
 from trellis_backend.batch.ray_executor import NAMESPACE
@@ -15,16 +15,6 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return make_tiny_image_model(tmp_path_factory.mktemp("batch_model") / "tiny-image")
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("batch_images") / "images")
 
 
 def batch(images, model, out, **kw):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inputs import write_rgba_png
+from trellis2_tiny import cond_png, folder, pipe  # noqa: F401 (shared fixtures)
 from trellis_backend.errors import BadInputError, Cancelled, MissingFileError
 from trellis_backend.pipeline import TrellisPipeline, Trellis2Pipeline, detect_family, load_pipeline
 from trellis_backend.pipeline.trellis2 import RESOLUTION_MODES, cascade_coords
@@ -25,25 +25,6 @@ if not hasattr(transformers, "DINOv3ViTModel"):
 
 # small runs: few faces and texels; the token cap is exercised by its own test
 FAST = dict(texture_size=64, face_budget=3000)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from trellis_lab.__main__ import main
-
-    out = tmp_path_factory.mktemp("models") / "org" / "trellis2-tiny"
-    assert main(["make-random-model", "--family", "trellis2", "--size", "tiny", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    return load_pipeline(folder, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def cond_png(tmp_path_factory):
-    return write_rgba_png(tmp_path_factory.mktemp("img") / "cond.png", (96, 128), (20, 80, 40, 90), (30, 160, 60))
 
 
 def _glb_json(path) -> dict:

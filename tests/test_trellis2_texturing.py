@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from inputs import write_rgba_png
+from trellis2_tiny import cond_png, folder, pipe  # noqa: F401 (shared fixtures)
 from trellis_backend.errors import BadInputError, Cancelled, MissingFileError
 
 transformers = pytest.importorskip("transformers")
@@ -20,27 +21,6 @@ trimesh = pytest.importorskip("trimesh")
 
 # small runs: a coarse grid and few texels
 FAST = dict(resolution=64, texture_size=32)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from trellis_lab.__main__ import main
-
-    out = tmp_path_factory.mktemp("models") / "org" / "trellis2-tiny"
-    assert main(["make-random-model", "--family", "trellis2", "--size", "tiny", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def pipe(folder):
-    from trellis_backend.pipeline import load_pipeline
-
-    return load_pipeline(folder, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def cond_png(tmp_path_factory):
-    return write_rgba_png(tmp_path_factory.mktemp("img") / "cond.png", (96, 128), (20, 80, 40, 90), (30, 160, 60))
 
 
 def _uv_mesh():

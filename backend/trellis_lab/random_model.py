@@ -49,15 +49,21 @@ OFFICIAL_IMAGE_LARGE = {  # pipeline key -> (checkpoint name of the release, gol
 }
 
 
+def read_official_spec(keys_dir: Union[str, Path], keys_file: str, golden: str = "golden") -> dict:
+    """One released configuration (class name, args, keys) from `keys_dir`/`keys_file`.json, the vendored
+    ``tests/<golden>/official_keys`` copy of the reference's key files."""
+    path = Path(keys_dir) / f"{keys_file}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"official configuration not found: {path} (size='official' needs the repo's "
+                                f"tests/{golden}/official_keys)")
+    return json.loads(path.read_text())
+
+
 def official_configs(keys_dir: Path) -> dict:
     """The TRELLIS-image-large configurations (class names + args as released) from `official_keys/`."""
     out = {}
     for key, (ckpt, keys_file) in OFFICIAL_IMAGE_LARGE.items():
-        f = Path(keys_dir) / f"{keys_file}.json"
-        if not f.is_file():
-            raise FileNotFoundError(f"official configuration not found: {f} (size='official' needs the repo's "
-                                    "tests/golden/official_keys)")
-        d = json.loads(f.read_text())
+        d = read_official_spec(keys_dir, keys_file)
         args = dict(d["args"])
         if key == "slat_decoder_gs":
             args.setdefault("representation_config", GS_REPRESENTATION)

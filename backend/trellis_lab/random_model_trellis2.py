@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .random_model import _save_checkpoint, randomize_
+from .random_model import _save_checkpoint, randomize_, read_official_spec
 
 SIZES = ("tiny", "official")
 DEFAULT_STEPS = {"tiny": 2, "official": 12}
@@ -104,11 +104,7 @@ def official_configs(keys_dir: Union[str, Path]) -> Dict[str, Tuple[str, dict]]:
     """pipeline key -> (class, args as released, torso dtype included) from the official key files."""
     out = {}
     for key, (_, keys_file) in RELEASED.items():
-        path = Path(keys_dir) / f"{keys_file}.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"official configuration not found: {path} (size='official' needs the repo's "
-                                    "tests/golden2/official_keys)")
-        spec = json.loads(path.read_text())
+        spec = read_official_spec(keys_dir, keys_file, "golden2")
         out[key] = (spec["name"], {**spec["args"], **spec.get("built_with_extra_args", {})})
     return out
 

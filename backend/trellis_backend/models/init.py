@@ -6,13 +6,18 @@ import math
 import torch.nn as nn
 
 
-def init_dit_weights(model: nn.Module) -> None:
-    """Xavier linears, small timestep MLP, zeroed adaLN projections and output layer (DiT recipe)."""
+def _init_linears(model: nn.Module, init_weight) -> None:
+    """Every linear layer's weight by `init_weight`, its bias zeroed."""
     for m in model.modules():
         if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
+            init_weight(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def _init_dit_conditioning(model: nn.Module) -> None:
+    """The DiT recipe's last steps: small timestep MLP, zeroed adaLN projections and output layer (so every
+    block starts as the identity and the model's first output is zero)."""
     nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
     nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
     projections = [model.adaLN_modulation] if model.share_mod else [b.adaLN_modulation for b in model.blocks]
@@ -21,6 +26,12 @@ def init_dit_weights(model: nn.Module) -> None:
         nn.init.zeros_(proj[-1].bias)
     nn.init.zeros_(model.out_layer.weight)
     nn.init.zeros_(model.out_layer.bias)
+
+
+def init_dit_weights(model: nn.Module) -> None:
+    """Xavier linears, small timestep MLP, zeroed adaLN projections and output layer (DiT recipe)."""
+    _init_linears(model, nn.init.xavier_uniform_)
+    _init_dit_conditioning(model)
 
 
 def init_dit_weights_scaled(model: nn.Module) -> None:
@@ -28,25 +39,14 @@ def init_dit_weights_scaled(model: nn.Module) -> None:
     N(0, 1/(5·blocks·C)); input layer N(0, 1/in_channels); then the DiT recipe's small timestep MLP and
     zeroed adaLN projections and output layer."""
     c = model.model_channels
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=math.sqrt(2.0 / (5.0 * c)))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    _init_linears(model, lambda w: nn.init.normal_(w, std=math.sqrt(2.0 / (5.0 * c))))
     for block in model.blocks:
         for layer in (block.self_attn.to_out, block.cross_attn.to_out, block.mlp.mlp[2]):
             nn.init.normal_(layer.weight, std=1.0 / math.sqrt(5 * model.num_blocks * c))
             nn.init.zeros_(layer.bias)
     nn.init.normal_(model.input_layer.weight, std=1.0 / math.sqrt(model.in_channels))
     nn.init.zeros_(model.input_layer.bias)
-    nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
-    nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
-    projections = [model.adaLN_modulation] if model.share_mod else [b.adaLN_modulation for b in model.blocks]
-    for proj in projections:
-        nn.init.zeros_(proj[-1].weight)
-        nn.init.zeros_(proj[-1].bias)
-    nn.init.zeros_(model.out_layer.weight)
-    nn.init.zeros_(model.out_layer.bias)
+    _init_dit_conditioning(model)
 
 
 def init_flow_weights(model: nn.Module, initialization: str) -> None:
@@ -60,8 +60,5 @@ def init_flow_weights(model: nn.Module, initialization: str) -> None:
 
 
 def init_transformer_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    """Xavier linears with zero biases (the VAEs' transformer recipe)."""
+    _init_linears(model, nn.init.xavier_uniform_)

@@ -7,7 +7,7 @@ import torch
 
 from .. import fastpath
 from ..sparse import SparseLinear, SparseTensor
-from .slat_vae_base import SparseTransformerBase, channel_layout
+from .slat_vae_base import SLatDecoderBase, channel_layout
 
 PRIMES = (2, 3, 5, 7, 11, 13)
 
@@ -26,24 +26,18 @@ def hammersley_point(dim: int, n: int, num_samples: int) -> List[float]:
     return [n / num_samples] + [radical_inverse(PRIMES[d], n) for d in range(dim - 1)]
 
 
-class SLatGaussianDecoder(SparseTransformerBase):
+class SLatGaussianDecoder(SLatDecoderBase):
     FIELDS = ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity")
 
-    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
-                 num_heads=None, num_head_channels: int = 64, mlp_ratio: float = 4, attn_mode: str = "swin",
-                 window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False, use_checkpoint: bool = False,
-                 qk_rms_norm: bool = False, representation_config: dict = None):
-        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, use_fp16, use_checkpoint, qk_rms_norm)
-        self.resolution = resolution
-        self.rep_config = representation_config
-        g = representation_config["num_gaussians"]
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        g = self.rep_config["num_gaussians"]
         shapes = {"_xyz": (g, 3), "_features_dc": (g, 1, 3), "_scaling": (g, 3), "_rotation": (g, 4), "_opacity": (g, 1)}
         self.layout, self.out_channels = channel_layout({name: shapes[name] for name in self.FIELDS})
-        self.out_layer = SparseLinear(model_channels, self.out_channels)
+        self.out_layer = SparseLinear(self.model_channels, self.out_channels)
         points = torch.tensor([hammersley_point(3, i, g) for i in range(g)], dtype=torch.float32) * 2 - 1
-        self.register_buffer("offset_perturbation", torch.atanh(points / representation_config["voxel_size"]))
-        self.finish_init(use_fp16)
+        self.register_buffer("offset_perturbation", torch.atanh(points / self.rep_config["voxel_size"]))
+        self.finish_init(self.use_fp16)
 
     def to_representation(self, x: SparseTensor) -> list:
         cfg = self.rep_config

@@ -9,7 +9,7 @@ from .. import fastpath
 from ..modules.precision import convert_module_to_f16, convert_module_to_f32, zero_module
 from ..representations.mesh import SparseFlexiCubesExtractor
 from ..sparse import SparseConv3d, SparseGroupNorm32, SparseLinear, SparseSiLU, SparseSubdivide, SparseTensor
-from .slat_vae_base import SparseTransformerBase
+from .slat_vae_base import SLatDecoderBase
 
 
 class SparseSubdivideBlock3d(nn.Module):
@@ -36,23 +36,20 @@ class SparseSubdivideBlock3d(nn.Module):
         return h + self.skip_connection(self.sub(x))
 
 
-class SLatMeshDecoder(SparseTransformerBase):
-    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
-                 num_heads=None, num_head_channels: int = 64, mlp_ratio: float = 4, attn_mode: str = "swin",
-                 window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False, use_checkpoint: bool = False,
-                 qk_rms_norm: bool = False, representation_config: dict = None):
-        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, use_fp16, use_checkpoint, qk_rms_norm)
-        self.resolution = resolution
-        self.rep_config = representation_config or {}
-        self.mesh_extractor = SparseFlexiCubesExtractor(res=resolution * 4, use_color=self.rep_config.get("use_color", False))
+class SLatMeshDecoder(SLatDecoderBase):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rep_config = self.rep_config or {}
+        self.mesh_extractor = SparseFlexiCubesExtractor(res=self.resolution * 4,
+                                                        use_color=self.rep_config.get("use_color", False))
         self.out_channels = self.mesh_extractor.feats_channels
+        c, res = self.model_channels, self.resolution
         self.upsample = nn.ModuleList([
-            SparseSubdivideBlock3d(model_channels, resolution, out_channels=model_channels // 4),
-            SparseSubdivideBlock3d(model_channels // 4, resolution * 2, out_channels=model_channels // 8),
+            SparseSubdivideBlock3d(c, res, out_channels=c // 4),
+            SparseSubdivideBlock3d(c // 4, res * 2, out_channels=c // 8),
         ])
-        self.out_layer = SparseLinear(model_channels // 8, self.out_channels)
-        self.finish_init(use_fp16)
+        self.out_layer = SparseLinear(c // 8, self.out_channels)
+        self.finish_init(self.use_fp16)
 
     def convert_to_fp16(self) -> None:
         super().convert_to_fp16()

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 from .. import fastpath
 from ..sparse import SparseLinear, SparseTensor
-from .slat_vae_base import SparseTransformerBase, channel_layout
+from .slat_vae_base import SLatDecoderBase, channel_layout
 
 
-class SLatRadianceFieldDecoder(SparseTransformerBase):
-    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
-                 num_heads=None, num_head_channels: int = 64, mlp_ratio: float = 4, attn_mode: str = "swin",
-                 window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False, use_checkpoint: bool = False,
-                 qk_rms_norm: bool = False, representation_config: dict = None):
-        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, use_fp16, use_checkpoint, qk_rms_norm)
-        self.resolution = resolution
-        self.rep_config = representation_config
-        rank, dim = representation_config["rank"], representation_config["dim"]
+class SLatRadianceFieldDecoder(SLatDecoderBase):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        rank, dim = self.rep_config["rank"], self.rep_config["dim"]
         shapes = {"trivec": (rank, 3, dim), "density": (rank,), "features_dc": (rank, 1, 3)}
         self.layout, self.out_channels = channel_layout(shapes)
-        self.out_layer = SparseLinear(model_channels, self.out_channels)
-        self.finish_init(use_fp16)
+        self.out_layer = SparseLinear(self.model_channels, self.out_channels)
+        self.finish_init(self.use_fp16)
 
     def to_representation(self, x: SparseTensor) -> list:
         from ..representations.strivec import StrivecFields  # representations import models' outputs only

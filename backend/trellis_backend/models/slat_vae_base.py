@@ -88,3 +88,18 @@ class SparseTransformerBase(nn.Module):
         for block in self.blocks:
             h = block(h)
         return h
+
+
+class SLatDecoderBase(SparseTransformerBase):
+    """The torso every TRELLIS SLAT decoder (Gaussians, radiance field, mesh) shares, with the released configs'
+    argument names; a subclass adds its representation's output head from ``rep_config`` and calls
+    `finish_init`."""
+
+    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
+                 num_heads=None, num_head_channels: int = 64, mlp_ratio: float = 4, attn_mode: str = "swin",
+                 window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False, use_checkpoint: bool = False,
+                 qk_rms_norm: bool = False, representation_config: dict = None):
+        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
+                         attn_mode, window_size, pe_mode, use_fp16, use_checkpoint, qk_rms_norm)
+        self.resolution = resolution
+        self.rep_config = representation_config

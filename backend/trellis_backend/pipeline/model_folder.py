@@ -17,6 +17,7 @@ import torch
 
 from ..errors import MissingFileError
 from .folder import resolve_model_ref
+from .sequence import free_memory
 
 HALF_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -44,8 +45,10 @@ class ModelFolder:
 
     family = "trellis"
 
-    def init_models(self, folder: Path, config: dict, model_paths: Dict[str, Optional[Path]], device: torch.device,
-                    dtype: torch.dtype, models_root: Optional[Path] = None, allow_network: bool = False) -> None:
+    def init_models(self, folder: Path, config: dict, model_paths: Dict[str, Optional[Path]], conditioner,
+                    device: torch.device, dtype: torch.dtype, models_root: Optional[Path] = None,
+                    allow_network: bool = False) -> None:
+        self.conditioner = conditioner
         self.folder = Path(folder)
         self.config = config
         self.name = config.get("name", "")
@@ -71,6 +74,15 @@ class ModelFolder:
             if self.fast_path is not None:  # a model loaded after the first stage joins the fast path now
                 self.fast_path.add(self.models[key])
         return self.models[key]
+
+    def release(self) -> None:
+        """Drop every model (and the condition encoder) and free accelerator memory."""
+        if self.fast_path is not None:
+            self.fast_path.detach()
+            self.fast_path = None
+        self.models.clear()
+        self.conditioner = None
+        free_memory(self.device)
 
     def precision(self):
         """The context the models run in: autocast to the pipeline's dtype, or nothing (float32, or a fast

@@ -35,7 +35,7 @@ from .options import check_family_options, check_name, normalize_formats
 from .limits import check_voxel_count
 from .output_files import SUFFIXES as OUTPUT_SUFFIXES
 from .samplers import build_sampler
-from .sequence import GenerationRun, ProgressFn, check_cancel, free_memory
+from .sequence import GenerationRun, ProgressFn, check_cancel
 
 PIPELINE_VERSION = "trellis-blender-pipeline/1"
 
@@ -80,8 +80,7 @@ class TrellisPipeline(ModelFolder):
     def __init__(self, folder: Path, config: dict, model_paths: Dict[str, Path], conditioner, device: torch.device,
                  dtype: torch.dtype, models_root: Optional[Path] = None, allow_network: bool = False):
         args = config["args"]
-        self.init_models(folder, config, model_paths, device, dtype, models_root, allow_network)
-        self.conditioner = conditioner
+        self.init_models(folder, config, model_paths, conditioner, device, dtype, models_root, allow_network)
         self.sparse_structure_sampler = build_sampler(args["sparse_structure_sampler"])
         self.sparse_structure_sampler_params = dict(args["sparse_structure_sampler"].get("params", {}))
         self.slat_sampler = build_sampler(args["slat_sampler"])
@@ -427,13 +426,3 @@ class TrellisPipeline(ModelFolder):
         if c[:, 1:].min() < 0 or c[:, 1:].max() > 63:
             raise BadInputError("voxel coordinates must lie in [0, 63]")
         return c
-
-    # -------------------------------------------------------------- memory
-    def release(self) -> None:
-        """Drop every model and free accelerator memory."""
-        if self.fast_path is not None:
-            self.fast_path.detach()
-            self.fast_path = None
-        self.models.clear()
-        self.conditioner = None
-        free_memory(self.device)

@@ -160,8 +160,7 @@ class Trellis2Pipeline(ModelFolder, Trellis2Texturing):
                  device: torch.device, dtype: torch.dtype, models_root: Optional[Path] = None,
                  allow_network: bool = False):
         args = config["args"]
-        self.init_models(folder, config, model_paths, device, dtype, models_root, allow_network)
-        self.conditioner = conditioner
+        self.init_models(folder, config, model_paths, conditioner, device, dtype, models_root, allow_network)
         self.samplers = {key: build_sampler(args[key]) for key in SAMPLERS}
         self.sampler_defaults = {key: dict(args[key].get("params", {})) for key in SAMPLERS}
         self.shape_slat_normalization = args["shape_slat_normalization"]
@@ -211,17 +210,6 @@ class Trellis2Pipeline(ModelFolder, Trellis2Texturing):
             pipe.get_model(key)
         pipe.fast_path = attach_fast_path(pipe)
         return pipe
-
-    def release(self) -> None:
-        """Drop every model (and the condition encoder)."""
-        from .sequence import free_memory
-
-        if self.fast_path is not None:
-            self.fast_path.detach()
-            self.fast_path = None
-        self.models.clear()
-        self.conditioner = None
-        free_memory(self.device)
 
     # ---------------------------------------------------------------------- modes
     @property
