@@ -59,16 +59,25 @@ def check_protocol_copies():
                  "the add-on's copy is canonical: cp %s %s" % (os.path.relpath(a, ROOT), os.path.relpath(b, ROOT)))
 
 
+# optional extras the bundled runtime needs: the embedded text model's encoder (and CLIP), TRELLIS.2's DINOv3
+RUNTIME_EXTRAS = ("embedded", "trellis2")
+
+
 def requirements():
-    """The backend's runtime dependencies from pyproject.toml, one pip requirement per line."""
+    """The backend's runtime dependencies from pyproject.toml (plus `RUNTIME_EXTRAS`), one pip requirement per line."""
     text = open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8").read()
     try:
         import tomllib
 
-        return list(tomllib.loads(text)["project"]["dependencies"])
-    except ImportError:  # Python < 3.11: the dependencies list is simple enough to read directly
-        block = re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.M | re.S).group(1)
-        return re.findall(r'"([^"]+)"', block)
+        project = tomllib.loads(text)["project"]
+        extras = project.get("optional-dependencies", {})
+        reqs = list(project["dependencies"]) + [r for name in RUNTIME_EXTRAS for r in extras.get(name, [])]
+    except ImportError:  # Python < 3.11: the lists are simple enough to read directly
+        reqs = re.findall(r'"([^"]+)"', re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.M | re.S).group(1))
+        for name in RUNTIME_EXTRAS:
+            found = re.search(r"^%s\s*=\s*\[(.*?)\]" % name, text, re.M | re.S)
+            reqs += re.findall(r'"([^"]+)"', found.group(1)) if found else []
+    return list(dict.fromkeys(reqs))
 
 
 def is_lab(relpath):
