@@ -5,7 +5,7 @@ can carry exactly the vertex array, faces and UVs that came in.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -81,14 +81,3 @@ def check_up_axis(up_axis: str) -> str:
         raise BadInputError(f"up axis must be 'y' or 'z', got {up_axis!r}",
                             hint="'y' for glTF/GLB and most OBJ files, 'z' for Blender object space.")
     return axis
-
-
-def free_output_name(output_dir: Union[str, Path], base: str, suffixes: Tuple[str, ...]) -> str:
-    """`base`, or `base_2`, `base_3`, ..., the first stem under which none of `suffixes` exists in
-    `output_dir`, so an earlier result is never overwritten."""
-    out = Path(output_dir).expanduser()
-    name, k = base, 1
-    while any((out / f"{name}{s}").exists() for s in suffixes):
-        k += 1
-        name = f"{base}_{k}"
-    return name

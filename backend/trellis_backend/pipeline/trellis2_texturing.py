@@ -30,7 +30,6 @@ SHAPE_ENCODER = "shape_slat_encoder"
 RELEASED_SHAPE_ENCODER = "ckpts/shape_enc_next_dc_f16c32_fp16"
 TEXTURING_CONFIG = "texturing_pipeline.json"
 DEFAULT_TEXTURING_RESOLUTION = 1024
-TEXTURED_SUFFIXES = (".glb", ".trellis2.npz")
 GRID_MULTIPLE = 16  # the SC-VAE's four halvings: the grid must divide into latent voxels
 
 
@@ -183,7 +182,7 @@ class Trellis2Texturing:
         """
         from .export_pbr import DEFAULT_TEXTURE_SIZE
         from .options import check_name
-        from .texture_mesh_input import check_up_axis, free_output_name, mesh_uvs, read_input_mesh
+        from .texture_mesh_input import check_up_axis, mesh_uvs, read_input_mesh
         from .pipeline import PIPELINE_VERSION
         from .trellis2_latents import Trellis2Latents
         from ..representations.ovoxel import mesh_to_grid_transform
@@ -200,7 +199,7 @@ class Trellis2Texturing:
             stem = name or ("".join(c if (c.isalnum() or c in "-_") else "_" for c in
                                     (Path(label).stem if label != "<mesh>" else "mesh")) + f"_textured_seed{int(seed)}")
             check_name(stem)
-            name = free_output_name(output_dir, stem, TEXTURED_SUFFIXES)
+            name = stem  # the job's OutputSet commits under it, or the first free `<stem>_2`, ...
         params = self.sampler_params("tex_slat_sampler", tex_steps)
         to_grid = mesh_to_grid_transform(source.vertices, y_up=axis == "y")
         grid_vertices = np.asarray(source.vertices, np.float64) @ to_grid[:3, :3].T + to_grid[:3, 3]
