@@ -61,7 +61,9 @@ def test_killed_actor_is_replaced_and_its_job_retried(ray_session, model, images
     # is seen and nothing needs a retry.
     assert summary.worker_deaths == len(retried) <= 1
     assert all(r["worker"] != killer.killed for r in retried)
-    assert len(summary.workers) == 2 + summary.worker_deaths  # a replacement per death
+    # a replacement is started per death; it is listed once it came up, which it need not do when the retried
+    # job already finished on the surviving actor (the run ends without waiting for an actor it no longer needs)
+    assert len(summary.workers) in (2, 2 + summary.worker_deaths)
 
 
 def test_interrupt_and_resume_on_ray(ray_session, model, images, tmp_path):
